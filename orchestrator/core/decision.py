@@ -1,0 +1,45 @@
+"""What the decision core gives back: the seam between the pure core and its adapters.
+
+The Faust worker, ``rota simulate`` and the tests all consume a ``Decision`` the same
+way: persist ``state``, emit ``actions``, set and cancel timers, count ``funnel``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A wake-up the core asked for. ``timer_id`` is unique per customer; setting a
+    timer with an existing id replaces it."""
+
+    customer_id: str
+    timer_id: str
+    due_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """Input to the core when a timer is due. ``now`` is the time the adapter fires it
+    (simulated or wall clock), ``due_at`` the time it was set for."""
+
+    customer_id: str
+    timer_id: str
+    due_at: int
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelEvent:
+    """One journey transition, for funnels and metrics.
+
+    ``kind`` is one of: entered, step, converted, exited, completed.
+    ``step`` is set for kind == "step" (the step the instance reached).
+    """
+
+    journey_id: str
+    journey_version: int
+    kind: str
+    step: str | None = None
+    variant: str | None = None

@@ -1,0 +1,253 @@
+"""Bytes on Kafka: Avro single-object encoding of the records in ``schemas/``.
+
+Every value starts with the two marker bytes ``C3 01`` and the 8-byte little-endian
+CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form, followed by the
+Avro binary body (the Avro specification's "single object encoding"). A reader therefore
+knows which schema wrote a record without a schema registry, and resolves it against
+its own (reader) schema by Avro's evolution rules. The schema set a process knows is
+the bundled one plus anything passed to ``SchemaSet.register``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from orchestrator.records import Context, NextBestAction, Touchpoint
+
+MAGIC = b"\xc3\x01"
+HEADER_LEN = 10
+
+
+class DecodeError(ValueError):
+    """The bytes are not a record this process can read; the message says why."""
+
+
+def schema_dir() -> Path:
+    """Where the ``.avsc`` files are: inside the wheel, else the source checkout."""
+    bundled = resources.files("orchestrator").joinpath("_schemas")
+    if bundled.is_dir():
+        return Path(str(bundled))
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+def _strip_logical_types(node: Any) -> Any:
+    """Times stay integer milliseconds in memory: fastavro would otherwise build a
+    ``datetime`` per field per record. Canonical form ignores logicalType, so the
+    fingerprint is unchanged."""
+    if isinstance(node, dict):
+        return {k: _strip_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_strip_logical_types(v) for v in node]
+    return node
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    source: dict[str, Any]
+    parsed: Any
+    fingerprint: bytes
+
+    @classmethod
+    def from_json(cls, source: Mapping[str, Any]) -> Schema:
+        src: dict[str, Any] = copy.deepcopy(dict(source))
+        parsed = fastavro.parse_schema(_strip_logical_types(src), _write_hint=True)
+        canonical = to_parsing_canonical_form(fastavro.parse_schema(copy.deepcopy(src)))
+        # fastavro gives the spec's little-endian byte order already (checked against
+        # the spec's value for "null": 0x63DD24E7CC258F8A).
+        fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+        name = f"{src.get('namespace', '')}.{src['name']}".lstrip(".")
+        return cls(name=name, source=src, parsed=parsed, fingerprint=fp)
+
+
+class SchemaSet:
+    """Writer schemas this process can read, by fingerprint."""
+
+    def __init__(self) -> None:
+        self._by_fingerprint: dict[bytes, Schema] = {}
+
+    def register(self, schema: Schema) -> Schema:
+        self._by_fingerprint[schema.fingerprint] = schema
+        return schema
+
+    def get(self, fp: bytes) -> Schema | None:
+        return self._by_fingerprint.get(fp)
+
+
+class Codec:
+    """Encodes with one (current) schema; decodes anything written by a known schema
+    of the same record name, resolving to the current one."""
+
+    def __init__(self, schema: Schema, known: SchemaSet) -> None:
+        self.schema = schema
+        self.known = known
+        known.register(schema)
+        self._header = MAGIC + schema.fingerprint
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        buf.write(self._header)
+        fastavro.schemaless_writer(buf, self.schema.parsed, record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise DecodeError(f"expected bytes, got {type(data).__name__}")
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            raise DecodeError(
+                "not Avro single-object encoded (missing C3 01 marker); "
+                "publish with orchestrator.publish or see schemas/README.md"
+            )
+        fp = bytes(data[2:HEADER_LEN])
+        writer = self.known.get(fp)
+        if writer is None:
+            raise DecodeError(
+                f"unknown writer schema fingerprint {fp.hex()}; "
+                "register the writer's schema (SchemaSet.register) to read it"
+            )
+        if writer.name != self.schema.name:
+            raise DecodeError(f"record is a {writer.name}, expected {self.schema.name}")
+        body = io.BytesIO(data[HEADER_LEN:])
+        try:
+            if writer is self.schema:
+                out = fastavro.schemaless_reader(body, writer.parsed, None)
+            else:
+                out = fastavro.schemaless_reader(body, writer.parsed, self.schema.parsed)
+        except Exception as exc:  # fastavro raises a zoo of types on corrupt input
+            raise DecodeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
+        if body.tell() != len(data) - HEADER_LEN:
+            raise DecodeError("trailing bytes after the Avro record")
+        if not isinstance(out, dict):
+            raise DecodeError("Avro body is not a record")
+        return out
+
+
+@cache
+def load_schema(filename: str) -> Schema:
+    with open(schema_dir() / filename, encoding="utf-8") as fh:
+        return Schema.from_json(json.load(fh))
+
+
+KNOWN = SchemaSet()
+TOUCHPOINT = Codec(load_schema("touchpoint.avsc"), KNOWN)
+ACTION = Codec(load_schema("next_best_action.avsc"), KNOWN)
+DEADLETTER = Codec(load_schema("deadletter.avsc"), KNOWN)
+
+
+def encode_touchpoint(tp: Touchpoint) -> bytes:
+    c = tp.context
+    return TOUCHPOINT.encode(
+        {
+            "event_id": tp.event_id,
+            "type": tp.type,
+            "name": tp.name,
+            "channel": tp.channel,
+            "occurred_at": tp.occurred_at,
+            "customer_id": tp.customer_id,
+            "anonymous_id": tp.anonymous_id,
+            "received_at": tp.received_at,
+            "properties": tp.properties,
+            "traits": tp.traits,
+            "context": {
+                "locale": c.locale,
+                "timezone": c.timezone,
+                "device_id": c.device_id,
+                "device_type": c.device_type,
+                "os": c.os,
+                "app": c.app,
+            },
+            "source": tp.source,
+            "action_id": tp.action_id,
+        }
+    )
+
+
+def decode_touchpoint(data: bytes) -> Touchpoint:
+    d = TOUCHPOINT.decode(data)
+    ctx = d["context"]
+    tp = Touchpoint(
+        event_id=d["event_id"],
+        type=d["type"],
+        name=d["name"],
+        channel=d["channel"],
+        occurred_at=d["occurred_at"],
+        customer_id=d["customer_id"],
+        anonymous_id=d["anonymous_id"],
+        received_at=d["received_at"],
+        properties=d["properties"],
+        traits=d["traits"],
+        context=Context(**ctx) if any(ctx.values()) else _EMPTY_CONTEXT,
+        source=d["source"],
+        action_id=d["action_id"],
+    )
+    if not tp.customer_id and not tp.anonymous_id:
+        raise DecodeError(f"touchpoint {tp.event_id!r} has neither customer_id nor anonymous_id")
+    return tp
+
+
+_EMPTY_CONTEXT = Context()
+
+
+def encode_action(action: NextBestAction) -> bytes:
+    return ACTION.encode(
+        {
+            "action_id": action.action_id,
+            "customer_id": action.customer_id,
+            "journey_id": action.journey_id,
+            "journey_version": action.journey_version,
+            "instance_id": action.instance_id,
+            "step": action.step,
+            "channel": action.channel,
+            "created_at": action.created_at,
+            "template": action.template,
+            "offer": action.offer,
+            "payload": action.payload,
+            "priority": action.priority,
+            "expires_at": action.expires_at,
+            "reason": action.reason,
+            "trigger_event_id": action.trigger_event_id,
+        }
+    )
+
+
+def decode_action(data: bytes) -> NextBestAction:
+    return NextBestAction(**ACTION.decode(data))
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be processed, with where it came from and why."""
+
+    reason: str
+    detail: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    original_key: bytes | None
+    original_value: bytes | None
+    failed_at: int
+    component: str = "worker"
+
+    @classmethod
+    def now(cls, **fields: Any) -> DeadLetter:
+        return cls(failed_at=int(time.time() * 1000), **fields)
+
+
+def encode_deadletter(dl: DeadLetter) -> bytes:
+    return DEADLETTER.encode({f: getattr(dl, f) for f in DeadLetter.__slots__})
+
+
+def decode_deadletter(data: bytes) -> DeadLetter:
+    return DeadLetter(**DEADLETTER.decode(data))
