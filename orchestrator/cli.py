@@ -1,0 +1,134 @@
+"""The ``rota`` command. Each subcommand is a thin adapter over one module."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from orchestrator.settings import Settings, SettingsError
+
+USAGE = """rota <command> [options]
+
+commands:
+  run         the whole system locally: broker, worker, connectors, demo traffic, metrics
+  worker      run one stream worker (joins the cluster at ROTA_KAFKA_BOOTSTRAP)
+  validate    check journey files: rota validate PATH...
+  simulate    run journeys offline over a JSON-lines file of touchpoints
+  connector   list or run channel connectors: rota connector list | run NAME...
+  demo        publish demo traffic to ROTA_KAFKA_BOOTSTRAP
+
+`rota <command> --help` tells more. Configuration: ROTA_* environment variables (README).
+"""
+
+
+def _run(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="rota run", description="Broker, worker, connectors and demo traffic, locally."
+    )
+    p.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
+    p.add_argument("--rate", type=float, default=300, help="demo touchpoints per second")
+    p.add_argument("--customers", type=int, default=5000, help="demo population size")
+    p.add_argument(
+        "--clock-speed",
+        type=float,
+        default=3600,
+        help="journey seconds per real second (default 3600: an hour's wait takes a second)",
+    )
+    args = p.parse_args(argv)
+    from orchestrator.run import run
+
+    return run(
+        Settings.from_env(),
+        duration=args.duration,
+        rate=args.rate,
+        customers=args.customers,
+        clock_speed=args.clock_speed,
+    )
+
+
+def _worker(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rota worker", description="Run one stream worker.")
+    p.add_argument("--loglevel", default="warning")
+    args = p.parse_args(argv)
+    from orchestrator.worker.main import run_worker
+
+    return run_worker(Settings.from_env(), loglevel=args.loglevel)
+
+
+def _validate(argv: list[str]) -> int:
+    from orchestrator.journey.validate import main
+
+    return main(argv)
+
+
+def _simulate(argv: list[str]) -> int:
+    from orchestrator.simulate import main
+
+    return main(argv)
+
+
+def _connector(argv: list[str]) -> int:
+    from connectors.cli import main
+
+    return main(argv)
+
+
+def _demo(argv: list[str]) -> int:
+    import threading
+
+    p = argparse.ArgumentParser(prog="rota demo", description="Publish demo touchpoints.")
+    p.add_argument("--rate", type=float, default=300)
+    p.add_argument("--customers", type=int, default=5000)
+    p.add_argument("--duration", type=float, default=10)
+    args = p.parse_args(argv)
+    settings = Settings.from_env()
+    if not settings.kafka_bootstrap:
+        print("rota demo: set ROTA_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    from orchestrator.demo.traffic import DemoTraffic
+
+    stop = threading.Event()
+    threading.Timer(args.duration, stop.set).start()
+    stats = DemoTraffic(customers=args.customers).run(
+        settings.kafka_bootstrap, settings.topics.touchpoints, rate=args.rate, stop=stop
+    )
+    print(
+        f"published {stats.published} touchpoints ({stats.malformed} malformed, "
+        f"{stats.failed} failed)"
+    )
+    return 1 if stats.failed else 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "run": _run,
+    "worker": _worker,
+    "validate": _validate,
+    "simulate": _simulate,
+    "connector": _connector,
+    "demo": _demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(f"rota: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return command(argv[1:])
+    except SettingsError as exc:
+        print(f"rota {argv[0]}: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The worker's Prometheus metrics (catalogue in the README). Labels are bounded:
+journey ids, steps, channels, reasons - never a customer id."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "rota_events_consumed", "Touchpoints consumed by the worker, by touchpoint type.", ["type"]
+)
+EVENTS_DUPLICATE = Counter(
+    "rota_events_duplicate", "Touchpoints ignored because their event_id was already seen."
+)
+ACTIONS_EMITTED = Counter(
+    "rota_actions_emitted",
+    "Next-best-actions emitted, by journey and channel.",
+    ["journey", "channel"],
+)
+DEADLETTERED = Counter(
+    "rota_deadletter", "Records sent to the dead-letter topic, by reason.", ["reason"]
+)
+FUNNEL = Counter(
+    "rota_journey_funnel",
+    "Journey transitions: kind is entered, step, converted, exited or completed.",
+    ["journey", "kind", "step"],
+)
+PROCESSING_SECONDS = Histogram(
+    "rota_batch_processing_seconds",
+    "Wall time to process one batch of touchpoints (decode, decide, state, emit).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+EVENT_LAG_SECONDS = Histogram(
+    "rota_event_lag_seconds",
+    "From a touchpoint's Kafka timestamp (publication) to the end of its processing.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+TIMERS_SET = Counter("rota_timers_set", "Timers scheduled by journeys (waits, timeouts, silence).")
+TIMERS_FIRED = Counter("rota_timers_fired", "Timers that came due and were handed to the core.")
+TIMER_LATENESS_SECONDS = Histogram(
+    "rota_timer_lateness_seconds",
+    "How late a timer fired relative to its due time (worker clock).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+)
+JOURNEYS_LIVE = Gauge("rota_journeys_live", "Journey versions loaded by this worker.")

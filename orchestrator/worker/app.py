@@ -1,0 +1,149 @@
+"""The Faust worker: wires topics and RocksDB tables to ``worker.process``.
+
+One agent consumes the touchpoints topic and the ticks topic together (co-partitioned:
+partition ``p`` of both goes to the same worker), in batches. Each batch is split by
+partition and processed with a backend over that partition's tables; outgoing actions,
+dead letters and changelog records go through Faust's producer, which Faust flushes
+before it commits the consumed offsets - so a crash replays, never loses (and replays
+are harmless: the core de-duplicates by event id and action ids are deterministic).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+
+from orchestrator import metrics
+from orchestrator.journey.catalog import Catalog
+from orchestrator.settings import Settings
+from orchestrator.worker import timers
+from orchestrator.worker.faust_context import event_context, partition_db
+from orchestrator.worker.process import Incoming, Processor
+
+log = logging.getLogger(__name__)
+
+
+class FaustBackend:
+    """A ``PartitionBackend`` over the customers and timers tables of one partition.
+
+    Writes run in the context of an event of that partition, which is how Faust picks
+    the changelog partition.
+    """
+
+    def __init__(self, customers: Any, timer_index: Any, event: Any, partition: int):
+        self.customers = customers
+        self.timer_index = timer_index
+        self.event = event
+        self.partition = partition
+
+    def get_state(self, customer: str) -> bytes | None:
+        with event_context(self.event):
+            value = self.customers.get(customer.encode())
+        return value if value is None else bytes(value)
+
+    def put_state(self, customer: str, value: bytes) -> None:
+        with event_context(self.event):
+            self.customers[customer.encode()] = value
+
+    def put_timer(self, index_key: bytes) -> None:
+        with event_context(self.event):
+            self.timer_index[index_key] = b""
+
+    def delete_timer(self, index_key: bytes) -> None:
+        with event_context(self.event):
+            del self.timer_index[index_key]
+
+    def due_timers(self, now: int, limit: int) -> Iterator[bytes]:
+        db = partition_db(self.timer_index, self.partition)
+        upper = timers.upper_bound(now)
+        it = db.iter()
+        it.seek_to_first()
+        n = 0
+        while it.valid() and n < limit:
+            key = it.key()
+            if key >= upper:
+                break
+            yield key
+            n += 1
+            it.next()
+
+
+def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
+    return app.topic(name, partitions=partitions, key_serializer="raw", value_serializer="raw")
+
+
+def create_app(settings: Settings, bootstrap: str, catalog: Catalog) -> faust.App:
+    topics = settings.topics
+    clock = settings.clock
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_ms / 4000),
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        table_key_index_size=10_000,
+        producer_linger_ms=5,
+        # Faust would otherwise declare topics with its defaults; ``rota`` creates them.
+        topic_allow_declare=True,
+    )
+    source = app.topic(
+        topics.touchpoints, topics.ticks, key_serializer="raw", value_serializer="raw"
+    )
+    ticks = _raw_topic(app, topics.ticks, settings.partitions)
+    # bytes key and value types make Faust use the raw codec for the table.
+    n = settings.partitions
+    customers = app.Table("customers", partitions=n, key_type=bytes, value_type=bytes)
+    timer_index = app.Table("timers", partitions=n, key_type=bytes, value_type=bytes)
+    outputs: dict[str, Any] = {}
+    processor = Processor(catalog, topics)
+    metrics.JOURNEYS_LIVE.set(len(catalog))
+
+    def output(name: str) -> Any:
+        try:
+            return outputs[name]
+        except KeyError:
+            outputs[name] = _raw_topic(app, name, settings.partitions)
+            return outputs[name]
+
+    @app.agent(source, name="rota.decide")
+    async def decide_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
+            by_partition: dict[int, list[Any]] = defaultdict(list)
+            for event in events:
+                by_partition[event.message.partition].append(event)
+            now = clock.now()
+            for partition, evs in by_partition.items():
+                records = [
+                    Incoming(
+                        e.message.topic,
+                        partition,
+                        e.message.offset,
+                        e.message.key,
+                        e.message.value,
+                        int(e.message.timestamp * 1000) if e.message.timestamp else None,
+                    )
+                    for e in evs
+                ]
+                backend = FaustBackend(customers, timer_index, evs[-1], partition)
+                result = processor.process(records, backend, now=now)
+                for out in result.out:
+                    output(out.topic).send_soon(key=out.key, value=out.value)
+
+    @app.timer(interval=settings.tick_interval, on_leader=True)
+    async def send_ticks() -> None:
+        value = timers.encode_tick(clock.now())
+        for partition in range(settings.partitions):
+            await ticks.send(key=None, value=value, partition=partition)
+
+    return app

@@ -1,0 +1,53 @@
+"""``rota worker``: start one Faust worker process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from prometheus_client import start_http_server
+
+from orchestrator import broker as brokers
+from orchestrator.broker import free_port
+from orchestrator.journey.catalog import load_catalog
+from orchestrator.records import CHANNELS
+from orchestrator.settings import Settings
+from orchestrator.topics import ensure_topics
+from orchestrator.worker.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
+    """Run until SIGINT/SIGTERM. Needs ``ROTA_KAFKA_BOOTSTRAP``: a worker joins a
+    cluster, it never starts a broker of its own."""
+    bootstrap = settings.kafka_bootstrap
+    if not bootstrap:
+        print(
+            "rota worker: set ROTA_KAFKA_BOOTSTRAP (host:port of the Kafka cluster)",
+            file=sys.stderr,
+        )
+        return 2
+    catalog = load_catalog([settings.journeys])
+    brokers.wait_until_ready(bootstrap, timeout=30.0)
+    ensure_topics(
+        bootstrap,
+        settings.topics.all_for(CHANNELS),
+        partitions=settings.partitions,
+    )
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    web_port = settings.web_port or free_port()
+    settings = Settings(**{**settings.__dict__, "web_port": web_port})
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - optional speed-up
+        pass
+    import faust
+
+    app = create_app(settings, bootstrap, catalog)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()  # exits the process when the worker stops
+    return 0

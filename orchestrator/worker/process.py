@@ -1,0 +1,220 @@
+"""Batch processing: bytes in, decisions applied, bytes out - without Faust.
+
+The Faust agent (``worker/app.py``) hands each batch of one partition to
+``Processor.process``, with a ``PartitionBackend`` over that partition's tables. Keeping
+this free of Faust lets tests run it over dicts, and keeps the one place that touches
+Faust internals (``worker/faust_context.py``) small.
+
+Per batch, each customer's state is read once and written once (write-back), however
+many of their events the batch holds: state writes dominate the cost of a stream
+worker, and each write is also a changelog record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from orchestrator import metrics, wire
+from orchestrator.core.decide import Decision, decide
+from orchestrator.core.decision import Timer, TimerFired
+from orchestrator.core.state import CustomerState
+from orchestrator.journey.catalog import Catalog
+from orchestrator.records import Touchpoint
+from orchestrator.topics import Topics
+from orchestrator.worker import timers
+
+log = logging.getLogger(__name__)
+
+
+class PartitionBackend(Protocol):
+    """One partition's customer table and timer index."""
+
+    def get_state(self, customer: str) -> bytes | None: ...
+
+    def put_state(self, customer: str, value: bytes) -> None: ...
+
+    def put_timer(self, index_key: bytes) -> None: ...
+
+    def delete_timer(self, index_key: bytes) -> None: ...
+
+    def due_timers(self, now: int, limit: int) -> Iterator[bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One consumed record and where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class BatchResult:
+    out: list[Outgoing] = field(default_factory=list)
+    consumed: int = 0
+    fired: int = 0
+
+
+class Processor:
+    """Runs the decision core over batches of one partition."""
+
+    def __init__(self, catalog: Catalog, topics: Topics, *, max_fire_per_tick: int = 20_000):
+        self.catalog = catalog
+        self.topics = topics
+        self.max_fire_per_tick = max_fire_per_tick
+
+    def process(
+        self, records: Sequence[Incoming], backend: PartitionBackend, *, now: int
+    ) -> BatchResult:
+        started = time.perf_counter()
+        batch = _Batch(backend)
+        result = BatchResult()
+        for rec in records:
+            if rec.topic == self.topics.ticks:
+                tick_now = timers.decode_tick(rec.value) or now
+                result.fired += self._fire_due(batch, tick_now, result)
+                continue
+            result.consumed += 1
+            self._touchpoint(batch, rec, result)
+        batch.flush()
+        elapsed = time.perf_counter() - started
+        metrics.PROCESSING_SECONDS.observe(elapsed)
+        done = time.time()
+        for rec in records:
+            if rec.timestamp_ms and rec.topic != self.topics.ticks:
+                metrics.EVENT_LAG_SECONDS.observe(max(0.0, done - rec.timestamp_ms / 1000))
+        return result
+
+    def _touchpoint(self, batch: _Batch, rec: Incoming, result: BatchResult) -> None:
+        try:
+            tp = wire.decode_touchpoint(rec.value or b"")
+        except wire.DecodeError as exc:
+            self._deadletter(rec, "undecodable", str(exc), result)
+            return
+        metrics.EVENTS_CONSUMED.labels(tp.type).inc()
+        customer = tp.subject
+        try:
+            decision = decide(batch.state(customer), tp, self.catalog, customer_id=customer)
+        except Exception as exc:  # a bug or bad data must not stop the partition
+            log.exception("processing failed for event %s", tp.event_id)
+            detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+            self._deadletter(rec, "processing_error", detail, result)
+            return
+        self._apply(batch, customer, decision, result, tp)
+
+    def _fire_due(self, batch: _Batch, now: int, result: BatchResult) -> int:
+        fired = 0
+        for index_key in list(batch.backend.due_timers(now, self.max_fire_per_tick)):
+            due_at, customer, timer_id = timers.decode_index_key(index_key)
+            batch.backend.delete_timer(index_key)
+            fired += 1
+            metrics.TIMERS_FIRED.inc()
+            metrics.TIMER_LATENESS_SECONDS.observe(max(0, now - due_at) / 1000)
+            event = TimerFired(customer_id=customer, timer_id=timer_id, due_at=due_at, now=now)
+            try:
+                decision = decide(batch.state(customer), event, self.catalog, customer_id=customer)
+            except Exception as exc:
+                log.exception("timer %s failed", timer_id)
+                self._deadletter(
+                    Incoming(self.topics.ticks, -1, -1, customer.encode(), index_key),
+                    "timer_error",
+                    f"{type(exc).__name__}: {exc}",
+                    result,
+                )
+                continue
+            self._apply(batch, customer, decision, result, None)
+        return fired
+
+    def _apply(
+        self,
+        batch: _Batch,
+        customer: str,
+        decision: Decision,
+        result: BatchResult,
+        tp: Touchpoint | None,
+    ) -> None:
+        if tp is not None and decision.state is batch.peek(customer):
+            metrics.EVENTS_DUPLICATE.inc()  # the core returned the state untouched
+        batch.set_state(customer, decision.state)
+        for action in decision.actions:
+            result.out.append(
+                Outgoing(
+                    self.topics.actions(action.channel),
+                    action.customer_id.encode(),
+                    wire.encode_action(action),
+                )
+            )
+            metrics.ACTIONS_EMITTED.labels(action.journey_id, action.channel).inc()
+        for timer in decision.timers_set:
+            batch.set_timer(timer)
+            metrics.TIMERS_SET.inc()
+        # Cancelled timers are not looked up and deleted here: their index entries stay
+        # until due and the core ignores them then (it knows which timers are live).
+        for step in decision.funnel:
+            metrics.FUNNEL.labels(step.journey_id, step.kind, step.step or "").inc()
+
+    def _deadletter(self, rec: Incoming, reason: str, detail: str, result: BatchResult) -> None:
+        metrics.DEADLETTERED.labels(reason).inc()
+        record = wire.DeadLetter.now(
+            reason=reason,
+            detail=detail,
+            source_topic=rec.topic,
+            source_partition=rec.partition,
+            source_offset=rec.offset,
+            original_key=rec.key,
+            original_value=rec.value,
+        )
+        result.out.append(Outgoing(self.topics.deadletter, rec.key, wire.encode_deadletter(record)))
+
+
+class _Batch:
+    """Write-back cache of customer states for one batch of one partition."""
+
+    def __init__(self, backend: PartitionBackend):
+        self.backend = backend
+        self._states: dict[str, CustomerState | None] = {}
+        self._dirty: set[str] = set()
+
+    def state(self, customer: str) -> CustomerState | None:
+        try:
+            return self._states[customer]
+        except KeyError:
+            raw = self.backend.get_state(customer)
+            state = CustomerState.from_bytes(raw) if raw is not None else None
+            self._states[customer] = state
+            return state
+
+    def peek(self, customer: str) -> CustomerState | None:
+        return self._states.get(customer)
+
+    def set_state(self, customer: str, state: CustomerState) -> None:
+        if self._states.get(customer) is state:
+            return
+        self._states[customer] = state
+        self._dirty.add(customer)
+
+    def set_timer(self, timer: Timer) -> None:
+        self.backend.put_timer(timers.index_key(timer))
+
+    def flush(self) -> None:
+        for customer in self._dirty:
+            state = self._states[customer]
+            if state is not None:
+                self.backend.put_state(customer, state.to_bytes())
+        self._dirty.clear()
