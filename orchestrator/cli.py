@@ -18,6 +18,7 @@ commands:
   simulate    run journeys offline over a JSON-lines file of touchpoints
   connector   list or run channel connectors: rota connector list | run NAME...
   demo        publish demo traffic to ROTA_KAFKA_BOOTSTRAP
+  deadletter  list dead letters, or replay them to their source topics after a fix
 
 `rota <command> --help` tells more. Configuration: ROTA_* environment variables (README).
 """
@@ -75,6 +76,12 @@ def _connector(argv: list[str]) -> int:
     return main(argv)
 
 
+def _deadletter(argv: list[str]) -> int:
+    from orchestrator.deadletter import main
+
+    return main(argv)
+
+
 def _demo(argv: list[str]) -> int:
     import threading
 
@@ -108,6 +115,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "simulate": _simulate,
     "connector": _connector,
     "demo": _demo,
+    "deadletter": _deadletter,
 }
 
 

@@ -33,8 +33,10 @@ from orchestrator.records import CHANNELS
 from orchestrator.settings import Settings
 from orchestrator.topics import ensure_topics
 
-#: Channels the demo delivers with the log connector (the webhook channel has its own).
-LOG_CHANNELS = ("email", "sms", "push", "in_app", "call_centre")
+#: The demo's webhook endpoint stands in for a CRM that takes call-centre tasks; the log
+#: connector stands in for the email, SMS and push providers.
+WEBHOOK_CHANNELS = ("webhook", "call_centre")
+LOG_CHANNELS = ("email", "sms", "push", "in_app", "log")
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -225,7 +227,7 @@ def _progress(elapsed: float, published: int, children: list[Child], sink: Webho
         child.refresh()
     n = _counts(children)
     print(
-        f"[{elapsed:5.0f}s] published {published:,} | consumed {n['consumed']:,.0f}"
+        f"[{elapsed:5.0f}s] demo published {published:,} | consumed {n['consumed']:,.0f}"
         f" | dead-lettered {n['dead']:,.0f} | actions {n['actions']:,.0f}"
         f" | timers fired {n['fired']:,.0f} | delivered {n['delivered']:,.0f}",
         flush=True,
@@ -255,7 +257,15 @@ def _summary(
         f"ran {elapsed:.0f} s; published {traffic.stats.published:,} touchpoints "
         f"({traffic.stats.malformed} deliberately malformed)"
     )
-    print(f"events consumed:  {n['consumed']:,.0f}")
+    print(
+        f"events consumed:  {n['consumed']:,.0f}  ("
+        + ", ".join(
+            f"{dict(k)['type']}={v:,.0f}"
+            for (name, k), v in sorted(w.items())
+            if name == "rota_events_consumed_total"
+        )
+        + "; outcomes are the connectors' reports)"
+    )
     print(
         f"dead-lettered:    {n['dead']:,.0f}"
         + "".join(

@@ -3,14 +3,19 @@ session, each test isolated by its own topic prefix."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from orchestrator import broker as brokers
+from orchestrator.processes import spawn, tail, terminate
 from orchestrator.topics import Topics
 
 T = TypeVar("T")
@@ -41,3 +46,106 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or probe!r}")
         time.sleep(interval)
+
+
+# -- a real worker process -----------------------------------------------------------
+
+
+class WorkerProcess:
+    """``rota worker`` as a child process with its own data dir and metrics port."""
+
+    def __init__(
+        self,
+        kafka: brokers.Broker,
+        topics: Topics,
+        journeys: Path,
+        data_dir: Path,
+        log_path: Path,
+        **env: str,
+    ) -> None:
+        self.metrics_port = brokers.free_port()
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "ROTA_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "ROTA_TOPIC_PREFIX": topics.prefix,
+            "ROTA_APP_ID": f"{topics.prefix}-worker",
+            "ROTA_PARTITIONS": "4",
+            "ROTA_JOURNEYS": str(journeys),
+            "ROTA_DATA_DIR": str(data_dir),
+            "ROTA_METRICS_PORT": str(self.metrics_port),
+            "ROTA_TICK_INTERVAL": "0.2",
+            **env,
+        }
+        self.proc = spawn(
+            [sys.executable, "-m", "orchestrator.cli", "worker"], log_path=log_path, env=self.env
+        )
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        from orchestrator.run import scrape
+
+        try:
+            return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        except OSError:
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker exited ({self.proc.returncode}):\n{tail(self.log_path)}")
+            return {}
+
+    def total(self, name: str, **labels: str) -> float:
+        from orchestrator.run import total
+
+        return total(self.metrics(), name, **labels)
+
+    def stop(self) -> int:
+        return terminate(self.proc)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def start_worker(kafka, topics, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(journeys: Path, name: str = "w0", **env: str) -> WorkerProcess:
+        w = WorkerProcess(
+            kafka, topics, journeys, tmp_path / f"data-{name}", tmp_path / f"{name}.log", **env
+        )
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, until: Callable[[list[Message]], bool], timeout: float = 30.0
+) -> list[Message]:
+    """Every record of ``topic`` from the beginning, read until ``until(records)`` holds.
+
+    Partitions are assigned, not subscribed: no consumer-group join to wait for, and no
+    reliance on end offsets (the embedded broker reports them wrongly).
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "rota-tests-reader",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        got: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while not until(got):
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out reading {topic}: have {len(got)} records")
+            for msg in consumer.consume(500, timeout=0.2):
+                if msg.error() is None:
+                    got.append(msg)
+        return got
+    finally:
+        consumer.close()

@@ -1,0 +1,1 @@
+"""The journey language: parse (YAML + schema), compile (checks + plans), catalog, validate."""

@@ -1,0 +1,121 @@
+"""Folding touchpoints into the customer profile: the one view of the customer.
+
+Which events set which fields is a contract journeys rely on (journeys/README.md,
+"The profile"); the names live here, in one table each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.core.state import Profile
+from orchestrator.records import Scalar, Touchpoint
+
+#: Orders: count, total spent and average order value; amount from ``total`` or ``revenue``.
+ORDER_EVENTS = frozenset({"Order Completed"})
+#: Feedback events -> profile field; the score is ``properties.score`` (or ``effort``).
+SCORE_EVENTS: Mapping[str, str] = {
+    "NPS Submitted": "nps",
+    "CSAT Submitted": "csat",
+    "CES Submitted": "effort",
+    "Support Call Completed": "effort",
+}
+#: ``Survey Answered`` carries ``properties.survey`` (nps | csat | ces) and ``score``.
+SURVEY_EVENT = "Survey Answered"
+_SURVEY_FIELD = {"nps": "nps", "csat": "csat", "ces": "effort", "effort": "effort"}
+#: Consent outcomes: the channel is ``properties.channel`` or the event's channel.
+UNSUBSCRIBE_EVENTS = frozenset({"Unsubscribed"})
+RESUBSCRIBE_EVENTS = frozenset({"Subscribed", "Resubscribed"})
+
+
+def fold(profile: Profile, tp: Touchpoint) -> Profile:
+    """``profile`` updated with what ``tp`` says about the customer.
+
+    Builds the new ``Profile`` directly rather than with ``dataclasses.replace``: this
+    runs for every event and ``replace`` costs more than the rest of it together.
+    """
+    at = tp.occurred_at
+    name = tp.name
+    p = profile
+    counts = dict(p.counts)
+    counts[name] = counts.get(name, 0) + 1
+    last_at = p.last_at
+    if at > last_at.get(name, -1):
+        last_at = {**last_at, name: at}
+    last_seen = p.last_seen
+    if at > last_seen.get(tp.channel, -1):
+        last_seen = {**last_seen, tp.channel: at}
+    first_seen = at if p.first_seen_at is None or at < p.first_seen_at else p.first_seen_at
+    last_event = at if p.last_event_at is None or at > p.last_event_at else p.last_event_at
+    traits = p.traits
+    timezone = p.timezone
+    if tp.traits:
+        traits = {**traits, **tp.traits}
+    trait_tz = traits.get("timezone")
+    if isinstance(trait_tz, str) and trait_tz:
+        timezone = trait_tz  # the customer's own setting beats the device's zone
+    elif tp.context.timezone:
+        timezone = tp.context.timezone
+    order_count, total_spent = p.order_count, p.total_spent
+    nps, csat, effort = p.nps, p.csat, p.effort
+    unsubscribed = p.unsubscribed
+    props = tp.properties
+    if name in ORDER_EVENTS:
+        amount = _number(props.get("total", props.get("revenue")))
+        order_count += 1
+        total_spent += amount or 0.0
+    score_field = SCORE_EVENTS.get(name)
+    if name == SURVEY_EVENT:
+        score_field = _SURVEY_FIELD.get(str(props.get("survey", "")).lower())
+    if score_field is not None:
+        score = _number(props.get("score", props.get("effort")))
+        if score is not None:
+            if score_field == "nps":
+                nps = score
+            elif score_field == "csat":
+                csat = score
+            else:
+                effort = score
+    if name in UNSUBSCRIBE_EVENTS or name in RESUBSCRIBE_EVENTS:
+        channel = str(props.get("channel") or tp.channel)
+        subs = set(unsubscribed)
+        if name in UNSUBSCRIBE_EVENTS:
+            subs.add(channel)
+        else:
+            subs.discard(channel)
+        unsubscribed = tuple(sorted(subs))
+    return Profile(
+        traits, counts, last_at, last_seen, first_seen, last_event, order_count, total_spent,
+        nps, csat, effort, p.stage, timezone, unsubscribed,
+    )  # fmt: skip
+
+
+def _number(value: Scalar) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def as_cel(profile: Profile) -> dict[str, Any]:
+    """The ``profile`` variable of conditions. Unset scores are absent (use ``has()``)."""
+    out: dict[str, Any] = {
+        "traits": profile.traits,
+        "counts": profile.counts,
+        "last_at": profile.last_at,
+        "last_seen": profile.last_seen,
+        "order_count": profile.order_count,
+        "total_spent": profile.total_spent,
+        "average_order_value": profile.average_order_value,
+        "unsubscribed": list(profile.unsubscribed),
+    }
+    for key in ("first_seen_at", "last_event_at", "nps", "csat", "effort", "stage", "timezone"):
+        value = getattr(profile, key)
+        if value is not None:
+            out[key] = value
+    return out

@@ -1,0 +1,176 @@
+"""One customer's state: profile, live journey instances, entry history, recent events.
+
+This is the value the worker keeps per customer in RocksDB; ``decide`` maps it (plus an
+event) to a new one. Values are immutable by convention: the ``Mapping`` fields hold
+plain dicts for speed, and nothing mutates them after construction - ``decide`` builds
+new ones. ``to_bytes`` is deterministic (orjson, sorted keys; ordered collections are
+stored as lists), so equal states are equal bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from orchestrator.records import Scalar
+
+FORMAT = 1
+_EMPTY: Mapping[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One view of the customer, merged from every channel's events.
+
+    ``counts``/``last_at`` are per event name, ``last_seen`` per channel (ms). Scores are
+    the latest received (journeys/README.md lists the events that set each field).
+    """
+
+    traits: Mapping[str, Scalar] = field(default_factory=dict)
+    counts: Mapping[str, int] = field(default_factory=dict)
+    last_at: Mapping[str, int] = field(default_factory=dict)
+    last_seen: Mapping[str, int] = field(default_factory=dict)
+    first_seen_at: int | None = None
+    last_event_at: int | None = None
+    order_count: int = 0
+    total_spent: float = 0.0
+    nps: float | None = None
+    csat: float | None = None
+    effort: float | None = None
+    stage: str | None = None
+    timezone: str | None = None
+    unsubscribed: tuple[str, ...] = ()
+
+    @property
+    def average_order_value(self) -> float:
+        return self.total_spent / self.order_count if self.order_count else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A customer's live passage through one journey version.
+
+    ``timer_id``/``due_at`` name the one timer the instance waits on (a wait, or a
+    wait_for's timeout); a fired timer that does not match both is stale and ignored.
+    ``visits`` counts arrivals per step, so a step reached twice makes a new action id.
+    """
+
+    journey_id: str
+    version: int
+    instance_id: str
+    step: str
+    entered_at: int
+    step_at: int
+    variant: str | None = None
+    visits: Mapping[str, int] = field(default_factory=dict)
+    timer_id: str | None = None
+    due_at: int | None = None
+    moves: int = 0
+    last_action_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What re-entry rules need to know about one journey for one customer."""
+
+    entries: int = 0
+    last_entry_at: int | None = None
+    last_exit_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerState:
+    """Everything the core knows about one customer.
+
+    ``silence`` maps a journey id to the due time of its inactivity timer
+    (``silence:<journey id>``). ``seen`` maps recent event ids to their time, oldest
+    first (the de-duplication window).
+    """
+
+    customer_id: str
+    profile: Profile = field(default_factory=Profile)
+    instances: tuple[Instance, ...] = ()
+    history: Mapping[str, History] = field(default_factory=dict)
+    silence: Mapping[str, int] = field(default_factory=dict)
+    seen: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, customer_id: str) -> CustomerState:
+        return cls(customer_id)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(_encode(self), option=orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CustomerState:
+        return _decode(orjson.loads(data))
+
+
+# Short keys keep the state small: it is written once per customer per batch and
+# changelogged to Kafka. None and default values are left out.
+
+
+def _encode(s: CustomerState) -> dict[str, Any]:
+    p = s.profile
+    prof: dict[str, Any] = {}
+    for key, value in (
+        ("tr", p.traits), ("n", p.counts), ("la", p.last_at), ("ls", p.last_seen),
+        ("fs", p.first_seen_at), ("le", p.last_event_at), ("nps", p.nps), ("csat", p.csat),
+        ("ces", p.effort), ("st", p.stage), ("tz", p.timezone), ("un", list(p.unsubscribed)),
+    ):  # fmt: skip
+        if value is None or (isinstance(value, dict | list) and not value):
+            continue
+        prof[key] = value
+    if p.order_count:
+        prof["oc"] = p.order_count
+        prof["ts"] = p.total_spent
+    out: dict[str, Any] = {"v": FORMAT, "c": s.customer_id, "p": prof}
+    if s.instances:
+        out["i"] = [_encode_instance(i) for i in s.instances]
+    if s.history:
+        out["h"] = {k: [h.entries, h.last_entry_at, h.last_exit_at] for k, h in s.history.items()}
+    if s.silence:
+        out["si"] = dict(s.silence)
+    if s.seen:
+        out["e"] = [[k, t] for k, t in s.seen.items()]
+    return out
+
+
+def _encode_instance(i: Instance) -> list[Any]:
+    return [
+        i.journey_id, i.version, i.instance_id, i.step, i.entered_at, i.step_at, i.variant,
+        dict(i.visits), i.timer_id, i.due_at, i.moves, i.last_action_id,
+    ]  # fmt: skip
+
+
+def _decode(d: dict[str, Any]) -> CustomerState:
+    if d.get("v") != FORMAT:
+        raise ValueError(f"unknown customer state format {d.get('v')!r}")
+    p = d.get("p", _EMPTY)
+    profile = Profile(
+        traits=p.get("tr", {}),
+        counts=p.get("n", {}),
+        last_at=p.get("la", {}),
+        last_seen=p.get("ls", {}),
+        first_seen_at=p.get("fs"),
+        last_event_at=p.get("le"),
+        order_count=p.get("oc", 0),
+        total_spent=p.get("ts", 0.0),
+        nps=p.get("nps"),
+        csat=p.get("csat"),
+        effort=p.get("ces"),
+        stage=p.get("st"),
+        timezone=p.get("tz"),
+        unsubscribed=tuple(p.get("un", ())),
+    )
+    return CustomerState(
+        customer_id=d["c"],
+        profile=profile,
+        instances=tuple(Instance(*row) for row in d.get("i", ())),
+        history={k: History(*v) for k, v in d.get("h", _EMPTY).items()},
+        silence=d.get("si", {}),
+        seen=dict(d.get("e", ())),
+    )

@@ -1,0 +1,167 @@
+"""Journey conditions: CEL expressions compiled once per journey version.
+
+Conditions run through the ``common-expression-language`` package (Rust): safe, not
+Turing-complete, no Python ``eval``. Converting Python values into CEL values costs about
+a microsecond per map entry, far more than evaluating the expression, so each compiled
+condition remembers which parts of its variables it reads (``event.properties.total``
+reads ``event -> properties -> total``) and is handed only those. A missing key is not
+an error in the projection: the expression then sees the key absent, exactly as it
+would on the whole value (``has(event.properties.coupon)`` stays false).
+
+Evaluation never raises: a condition that fails at run time (a missing key, a type
+mismatch) is *false*, and the error text is returned for traces.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+
+#: Variables every condition may name. Documented in journeys/README.md.
+VARIABLES: frozenset[str] = frozenset({"event", "profile", "journey", "now"})
+
+#: Functions of standard CEL (plus operators, which the compiler names with symbols).
+#: An expression calling anything else would fail on every evaluation, so validation
+#: rejects it up front.
+FUNCTIONS: frozenset[str] = frozenset(
+    {
+        "size", "has", "int", "uint", "double", "string", "bool", "bytes", "dyn", "type",
+        "timestamp", "duration", "matches", "contains", "startsWith", "endsWith",
+        "exists", "all", "exists_one", "map", "filter",
+        "getFullYear", "getMonth", "getDayOfYear", "getDayOfMonth", "getDate",
+        "getDayOfWeek", "getHours", "getMinutes", "getSeconds", "getMilliseconds",
+        "max", "min",
+    }
+)  # fmt: skip
+
+_MACRO_BINDING = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+_TOKEN = re.compile(
+    r"""(?P<str>[rR]?[bB]?("{3}.*?"{3}|'{3}.*?'{3}|"(\\.|[^"\\])*"|'(\\.|[^'\\])*'))"""
+    r"|(?P<ident>[A-Za-z_]\w*)|(?P<dot>\.)|(?P<space>\s+)|(?P<other>.)",
+    re.S,
+)
+
+#: A projection tree: key -> subtree, or None for "the whole value".
+Tree = dict[str, "Tree | None"]
+
+
+class ConditionError(ValueError):
+    """A condition that does not compile or names something unknown."""
+
+    def __init__(self, message: str, hint: str = "", column: int = 0):
+        super().__init__(message)
+        self.hint = hint
+        self.column = column
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A compiled CEL expression and the parts of its variables it reads."""
+
+    source: str
+    program: Any = field(repr=False, compare=False)
+    reads: Mapping[str, Tree | None] = field(repr=False, compare=False)
+
+    def evaluate(self, variables: Callable[[str], Any]) -> tuple[bool, str | None]:
+        """``(result, error)``; ``variables(name)`` gives the whole value of a variable."""
+        activation = {
+            name: variables(name) if tree is None else _project(variables(name), tree)
+            for name, tree in self.reads.items()
+        }
+        try:
+            result = self.program.execute(activation)
+        except (KeyError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        if not isinstance(result, bool):
+            return False, f"condition gave {type(result).__name__} {result!r}, not a boolean"
+        return result, None
+
+
+def compile_condition(source: str, allowed: Collection[str] = VARIABLES) -> Condition:
+    """Compile ``source``; ``ConditionError`` says what is wrong and how to fix it."""
+    if not isinstance(source, str) or not source.strip():
+        raise ConditionError("empty condition", "write a CEL expression, e.g. profile.nps >= 9")
+    try:
+        program = cel.compile(source)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        text = str(exc)
+        col = re.search(r"<input>:\d+:(\d+):", text)
+        detail = text.split("ERROR: <input>:", 1)[-1].split("\n", 1)[0]
+        detail = re.sub(r"^\d+:\d+:\s*", "", detail)
+        raise ConditionError(
+            f"CEL does not compile: {detail}",
+            "see https://github.com/google/cel-spec/blob/master/doc/langdef.md",
+            int(col.group(1)) if col else 0,
+        ) from None
+    bound = set(_MACRO_BINDING.findall(source))
+    unknown = sorted(set(program.variables()) - set(allowed) - bound)
+    if unknown:
+        raise ConditionError(
+            f"unknown variable(s) {', '.join(unknown)} in CEL condition {source!r}",
+            f"conditions may use {', '.join(sorted(allowed))}",
+        )
+    functions = {
+        f for f in program.functions() if f[:1].isalpha() and f not in FUNCTIONS and f != "in"
+    }
+    if functions:
+        raise ConditionError(
+            f"unknown function(s) {', '.join(sorted(functions))} in CEL condition {source!r}",
+            "only standard CEL functions are available",
+        )
+    reads: dict[str, Tree | None] = {}
+    for name in sorted(set(program.variables()) & set(allowed)):
+        reads[name] = _reads(source, name)
+    return Condition(source, program, reads)
+
+
+def _reads(source: str, root: str) -> Tree | None:
+    """The paths under ``root`` that ``source`` reads, or None when it reads it whole.
+
+    A path is ``root`` followed by ``.field`` selections; it stops at a method call
+    (``.size()``), an index (``[...]``) or anything else, and then the value at that
+    point is passed whole. Over-including is always safe; this only saves conversions.
+    """
+    tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(source) if m.lastgroup != "space"]
+    tree: Tree = {}
+    for i, (kind, text) in enumerate(tokens):
+        if kind != "ident" or text != root or (i > 0 and tokens[i - 1][0] == "dot"):
+            continue
+        path: list[str] = []
+        j = i + 1
+        while (
+            j + 1 < len(tokens)
+            and tokens[j][0] == "dot"
+            and tokens[j + 1][0] == "ident"
+            and not (j + 2 < len(tokens) and tokens[j + 2][1] == "(")
+        ):
+            path.append(tokens[j + 1][1])
+            j += 2
+        if not path:
+            return None
+        node: Tree = tree
+        for k, key in enumerate(path):
+            last = k == len(path) - 1
+            if key in node and node[key] is None:
+                break
+            if last:
+                node[key] = None
+            else:
+                child = node.get(key)
+                if child is None:
+                    child = node[key] = {}
+                node = child
+    return tree
+
+
+def _project(value: Any, tree: Tree) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    out = {}
+    for key, sub in tree.items():
+        if key in value:
+            out[key] = value[key] if sub is None else _project(value[key], sub)
+    return out

@@ -1,0 +1,424 @@
+"""The decision core, one behaviour at a time: steps, entry, exit, goal, timers, state."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+from orchestrator.core.decide import Decision, decide
+from orchestrator.core.decision import TimerFired
+from orchestrator.core.state import CustomerState
+from orchestrator.journey.catalog import Catalog, DedupWindow
+from orchestrator.records import Context, Touchpoint, parse_time
+
+T0 = parse_time("2026-03-02T08:00:00Z")
+H = 3_600_000
+D = 24 * H
+_ids = itertools.count()
+
+
+def tp(name: str, at: int = T0, customer: str = "c1", **kw) -> Touchpoint:
+    return Touchpoint(
+        event_id=kw.pop("event_id", f"ev{next(_ids)}"),
+        type=kw.pop("type", "track"),
+        name=name,
+        channel=kw.pop("channel", "web"),
+        occurred_at=at,
+        customer_id=customer,
+        **kw,
+    )
+
+
+def journey(steps: str, entry: str = "entry: {event: Go}", extra: str = "") -> Catalog:
+    head = f"id: j\nname: J\nversion: 1\n{entry}\n{extra}\nsteps:\n"
+    body = "\n".join("  " + line for line in steps.strip("\n").splitlines())
+    return Catalog.from_yaml(head + body + "\n")
+
+
+class Customer:
+    """Feeds one customer's events and due timers through the core, like the worker."""
+
+    def __init__(self, catalog: Catalog, customer: str = "c1"):
+        self.catalog = catalog
+        self.customer = customer
+        self.state: CustomerState | None = None
+        self.timers: dict[str, int] = {}
+        self.actions: list = []
+        self.funnel: list = []
+
+    def apply(self, d: Decision) -> Decision:
+        self.state = d.state
+        self.actions += d.actions
+        self.funnel += d.funnel
+        for t in d.timers_set:
+            self.timers[t.timer_id] = t.due_at
+        return d
+
+    def send(self, event: Touchpoint) -> Decision:
+        return self.apply(decide(self.state, event, self.catalog, customer_id=self.customer))
+
+    def fire(self, timer_id: str | None = None, now: int | None = None) -> Decision:
+        if timer_id is None:
+            timer_id = min(self.timers, key=self.timers.__getitem__)
+        due = self.timers.pop(timer_id)
+        event = TimerFired(self.customer, timer_id, due, due if now is None else now)
+        return self.apply(decide(self.state, event, self.catalog, customer_id=self.customer))
+
+    def steps(self) -> list[str]:
+        return [a.step for a in self.actions]
+
+
+SEND_END = """
+send: {type: action, channel: email, template: hello, next: done}
+done: {type: end}
+"""
+
+
+def test_action_step_sends_on_its_channel_with_template_offer_and_params():
+    cat = journey("""
+send:
+  type: action
+  channel: sms
+  template: t1
+  offer: O1
+  params: {pct: 10, code: X}
+  priority: 7
+  expires_in: 1d
+  next: done
+done: {type: end}
+""")
+    d = decide(None, tp("Go", event_id="e1"), cat, customer_id="c1")
+    (a,) = d.actions
+    assert (a.channel, a.template, a.offer, dict(a.payload)) == (
+        "sms",
+        "t1",
+        "O1",
+        {"pct": 10, "code": "X"},
+    )
+    assert (a.journey_id, a.journey_version, a.instance_id, a.step) == ("j", 1, "j#1", "send")
+    assert (a.created_at, a.expires_at, a.priority, a.trigger_event_id) == (T0, T0 + D, 7, "e1")
+    assert len(a.action_id) == 32
+    assert [f.kind for f in d.funnel] == ["entered", "step", "step", "completed"]
+    assert d.state.instances == ()
+
+
+def test_best_channel_is_the_first_reachable_in_preference_order():
+    cat = journey("""
+send: {type: action, channels: [push, sms, email], template: t, next: done}
+done: {type: end}
+""")
+    no_push = decide(None, tp("Go", traits={"phone": "+1", "email": "a@b"}), cat, customer_id="c1")
+    assert no_push.actions[0].channel == "sms"
+    opted_out = tp("Go", traits={"phone": "+1", "sms_consent": False, "email": "a@b"})
+    assert decide(None, opted_out, cat, customer_id="c1").actions[0].channel == "email"
+    push = tp("Go", traits={"push_consent": True, "phone": "+1"})
+    assert decide(None, push, cat, customer_id="c1").actions[0].channel == "push"
+    nobody = decide(None, tp("Go"), cat, customer_id="c1")
+    assert nobody.actions == () and nobody.state.instances == ()  # skipped, journey went on
+
+
+def test_wait_duration_sets_a_timer_and_resumes_when_it_fires():
+    c = Customer(journey("w: {type: wait, duration: 2h, next: send}\n" + SEND_END))
+    d = c.send(tp("Go"))
+    assert [(t.timer_id, t.due_at) for t in d.timers_set] == [("j#1:1", T0 + 2 * H)]
+    assert c.actions == []
+    c.fire()
+    assert c.steps() == ["send"] and c.actions[0].created_at == T0 + 2 * H
+
+
+def test_wait_until_time_of_day_uses_the_customer_time_zone():
+    cat = journey('w: {type: wait, until_time: "10:00", next: send}\n' + SEND_END)
+    paris = tp("Go", context=Context(timezone="Europe/Paris"))  # 08:00Z is 09:00 in Paris
+    assert decide(None, paris, cat, customer_id="c1").timers_set[0].due_at == T0 + 1 * H
+    tokyo = tp("Go", traits={"timezone": "Asia/Tokyo"})  # 17:00 there: tomorrow 10:00
+    assert decide(None, tokyo, cat, customer_id="c1").timers_set[0].due_at == parse_time(
+        "2026-03-03T01:00:00Z"
+    )
+    utc = decide(None, tp("Go"), cat, customer_id="c1")
+    assert utc.timers_set[0].due_at == T0 + 2 * H
+
+
+def test_wait_until_a_date_in_the_profile_with_an_offset():
+    cat = journey("w: {type: wait, until_trait: renews_on, offset: -7d, next: send}\n" + SEND_END)
+    d = decide(None, tp("Go", traits={"renews_on": "2026-04-01"}), cat, customer_id="c1")
+    assert d.timers_set[0].due_at == parse_time("2026-03-25T00:00:00Z")
+    past = decide(None, tp("Go", traits={"renews_on": "2026-03-01"}), cat, customer_id="c1")
+    assert [a.step for a in past.actions] == ["send"]  # already due: no wait
+    missing = decide(None, tp("Go"), cat, customer_id="c1")
+    assert [a.step for a in missing.actions] == ["send"]
+
+
+WAIT_FOR = """
+ask: {type: action, channel: email, template: q, next: listen}
+listen:
+  type: wait_for
+  event: Replied
+  condition: event.properties.ok == true
+  timeout: 1d
+  on_event: thanks
+  on_timeout: chase
+thanks: {type: action, channel: email, template: thanks, next: done}
+chase: {type: action, channel: sms, template: chase, next: done}
+done: {type: end}
+"""
+
+
+def test_wait_for_event_takes_the_event_path_and_cancels_the_timeout():
+    c = Customer(journey(WAIT_FOR))
+    c.send(tp("Go"))
+    ignored = c.send(tp("Replied", T0 + H, properties={"ok": False}))
+    assert ignored.actions == ()
+    d = c.send(tp("Replied", T0 + 2 * H, properties={"ok": True}))
+    assert c.steps() == ["ask", "thanks"]
+    assert d.timers_cancelled == ("j#1:2",)
+    assert c.fire().actions == ()  # the cancelled timer, fired anyway: stale, ignored
+
+
+def test_wait_for_event_times_out_to_its_own_step():
+    c = Customer(journey(WAIT_FOR))
+    c.send(tp("Go"))
+    c.fire()
+    assert c.steps() == ["ask", "chase"]
+    assert c.state is not None and c.state.instances == ()
+
+
+def test_branch_takes_the_first_matching_case_else_the_default():
+    cat = journey("""
+b:
+  type: branch
+  cases:
+    - {when: profile.order_count > 5, next: vip}
+    - {when: profile.order_count > 0, next: buyer}
+  default: stranger
+vip: {type: action, channel: email, template: vip, next: done}
+buyer: {type: action, channel: email, template: buyer, next: done}
+stranger: {type: action, channel: email, template: stranger, next: done}
+done: {type: end}
+""")
+    c = Customer(cat)
+    c.send(tp("Order Completed", properties={"total": 5}))
+    c.send(tp("Go", T0 + 1))
+    assert c.actions[0].template == "buyer"
+    assert decide(None, tp("Go"), cat, customer_id="c9").actions[0].template == "stranger"
+
+
+SPLIT = """
+s:
+  type: split
+  variants:
+    - {name: a, weight: 45, next: send_a}
+    - {name: b, weight: 45, next: send_b}
+  holdout: {weight: 10, next: hold}
+send_a: {type: action, channel: email, template: a, next: done}
+send_b: {type: action, channel: email, template: b, next: done}
+hold: {type: wait, duration: 1d, next: done}
+done: {type: end}
+"""
+
+
+def test_split_assignment_is_deterministic_per_customer_and_follows_the_weights():
+    cat = journey(SPLIT)
+    seen: Counter[str] = Counter()
+    for n in range(2000):
+        d = decide(None, tp("Go", customer=f"c{n}", event_id="e"), cat, customer_id=f"c{n}")
+        again = decide(None, tp("Go", customer=f"c{n}", event_id="e"), cat, customer_id=f"c{n}")
+        assert d.actions == again.actions
+        variant = next(f.variant for f in d.funnel if f.step == "s")
+        seen[variant] += 1
+        if variant == "holdout":
+            assert d.actions == () and d.state.instances[0].variant == "holdout"
+        else:
+            assert d.actions[0].template == variant
+            assert d.actions[0].payload["variant"] == variant
+    assert set(seen) == {"a", "b", "holdout"}
+    assert 800 <= seen["a"] <= 1000 and 800 <= seen["b"] <= 1000 and 130 <= seen["holdout"] <= 270
+
+
+def test_update_step_sets_traits_and_stage_seen_by_later_conditions():
+    cat = journey("""
+u: {type: update, traits: {tier: gold}, stage: advocacy, next: b}
+b:
+  type: branch
+  cases: [{when: 'profile.traits.tier == "gold" && profile.stage == "advocacy"', next: send}]
+  default: done
+send: {type: action, channel: email, template: gold, next: done}
+done: {type: end}
+""")
+    d = decide(None, tp("Go"), cat, customer_id="c1")
+    assert d.state.profile.traits["tier"] == "gold" and d.state.profile.stage == "advocacy"
+    assert [a.template for a in d.actions] == ["gold"]
+
+
+def test_goal_within_its_window_ends_the_journey_as_converted():
+    extra = "goal: {event: Bought, condition: event.properties.total > 10.0, within: 2d}"
+    c = Customer(journey("w: {type: wait, duration: 1d, next: send}\n" + SEND_END, extra=extra))
+    c.send(tp("Go"))
+    c.send(tp("Bought", T0 + H, properties={"total": 5.0}))
+    assert c.state is not None and len(c.state.instances) == 1  # condition false
+    d = c.send(tp("Bought", T0 + 2 * H, properties={"total": 50.0}))
+    assert [f.kind for f in d.funnel] == ["converted"]
+    assert d.timers_cancelled == ("j#1:1",) and c.state.instances == ()
+    assert c.fire().actions == ()
+
+
+def test_goal_after_the_window_does_not_convert():
+    extra = "goal: {event: Bought, within: 1h}"
+    c = Customer(journey("w: {type: wait, duration: 1d, next: send}\n" + SEND_END, extra=extra))
+    c.send(tp("Go"))
+    assert c.send(tp("Bought", T0 + 2 * H)).funnel == ()
+
+
+def test_exit_on_event_or_condition_at_any_point():
+    extra = "exit:\n  - event: Stop\n  - condition: profile.traits.vip == true"
+    cat = journey("w: {type: wait, duration: 1d, next: send}\n" + SEND_END, extra=extra)
+    c = Customer(cat)
+    c.send(tp("Go"))
+    d = c.send(tp("Stop", T0 + 1))
+    assert [f.kind for f in d.funnel] == ["exited"] and c.state.instances == ()
+    c2 = Customer(cat, "c2")
+    c2.send(tp("Go", customer="c2"))
+    d = c2.send(tp("Anything", T0 + 1, customer="c2", traits={"vip": True}))
+    assert [f.kind for f in d.funnel] == ["exited"]
+
+
+def test_entry_condition_and_segment_filter_who_enters():
+    entry = (
+        "entry:\n  event: Go\n  condition: event.properties.n > 1\n"
+        "  segment: profile.traits.country == 'FR'"
+    )
+    cat = journey(SEND_END, entry=entry)
+    fr = {"country": "FR"}
+    assert decide(None, tp("Go", properties={"n": 2}, traits=fr), cat, customer_id="c1").actions
+    assert not decide(None, tp("Go", properties={"n": 1}, traits=fr), cat, customer_id="c1").actions
+    assert not decide(None, tp("Go", properties={"n": 2}), cat, customer_id="c1").actions
+
+
+def _entries(cat: Catalog, times: list[int]) -> int:
+    c = Customer(cat)
+    for t in times:
+        while c.timers and min(c.timers.values()) <= t:
+            c.fire()
+        c.send(tp("Go", t))
+    return sum(f.kind == "entered" for f in c.funnel)
+
+
+WAIT_END = "w: {type: wait, duration: 1h, next: done}\ndone: {type: end}"
+
+
+def test_reentry_never_enters_once():
+    assert _entries(journey(WAIT_END, "entry: {event: Go, reentry: never}"), [T0, T0 + D]) == 1
+
+
+def test_reentry_cooldown_counts_from_the_previous_exit():
+    cat = journey(WAIT_END, "entry: {event: Go, reentry: cooldown, cooldown: 1d}")
+    # exit at T0+1h; T0+1d is within a day of that exit, T0+1d+2h is not
+    assert _entries(cat, [T0, T0 + D, T0 + D + 2 * H]) == 2
+
+
+def test_reentry_always_still_allows_only_one_live_instance_unless_max_live_says_more():
+    once = journey(WAIT_END, "entry: {event: Go, reentry: always}")
+    assert _entries(once, [T0, T0 + 1, T0 + 2 * H]) == 2  # second event while live: ignored
+    many = journey(WAIT_END, "entry: {event: Go, reentry: always, max_live: 2}")
+    c = Customer(many)
+    for i in range(3):
+        c.send(tp("Go", T0 + i))
+    assert [i.instance_id for i in c.state.instances] == ["j#1", "j#2"]
+
+
+def test_silence_entry_fires_after_n_days_without_matching_events():
+    cat = journey(
+        SEND_END,
+        "entry:\n  silence: {events: [Visit], for: 2d}\n  reentry: always",
+    )
+    c = Customer(cat)
+    d1 = c.send(tp("Visit", T0))
+    d2 = c.send(tp("Visit", T0 + D))  # activity resets the silence
+    assert d1.timers_set[0].timer_id == d2.timers_set[0].timer_id == "silence:j"
+    assert d2.timers_set[0].due_at == T0 + 3 * D
+    c.send(tp("Other", T0 + D + H))  # not a matching event: no reset
+    assert "silence:j" not in {t.timer_id for t in c.send(tp("Other", T0 + D + 2 * H)).timers_set}
+    replaced = TimerFired("c1", "silence:j", T0 + 2 * D, T0 + 2 * D)
+    assert decide(c.state, replaced, cat, customer_id="c1").state is c.state  # stale
+    d = c.fire("silence:j")
+    assert [a.template for a in d.actions] == ["hello"]
+    assert d.funnel[0].kind == "entered"
+
+
+def test_duplicate_event_id_returns_the_same_state_and_nothing_else():
+    cat = journey("w: {type: wait, duration: 1h, next: send}\n" + SEND_END)
+    first = decide(None, tp("Go", event_id="x"), cat, customer_id="c1")
+    again = decide(first.state, tp("Go", T0 + 5, event_id="x"), cat, customer_id="c1")
+    assert again.state is first.state
+    assert (again.actions, again.timers_set, again.funnel) == ((), (), ())
+
+
+def test_dedup_window_forgets_the_oldest_ids():
+    cat = journey(SEND_END).with_dedup(DedupWindow(max_ids=3, max_age_ms=D))
+    state = None
+    for i in range(5):
+        state = decide(state, tp("Noise", T0 + i, event_id=f"n{i}"), cat, customer_id="c1").state
+    assert list(state.seen) == ["n2", "n3", "n4"]
+    state = decide(state, tp("Noise", T0 + 2 * D, event_id="late"), cat, customer_id="c1").state
+    assert list(state.seen) == ["late"]
+
+
+def test_a_stale_or_unknown_timer_is_a_no_op():
+    cat = journey("w: {type: wait, duration: 1h, next: send}\n" + SEND_END)
+    d = decide(None, tp("Go"), cat, customer_id="c1")
+    timer = d.timers_set[0]
+    for bogus in (
+        TimerFired("c1", "nope", timer.due_at, timer.due_at),
+        TimerFired("c1", timer.timer_id, timer.due_at - 1, timer.due_at),
+    ):
+        out = decide(d.state, bogus, cat, customer_id="c1")
+        assert out.state is d.state and out.actions == ()
+
+
+def test_a_late_timer_acts_at_the_time_it_fires():
+    c = Customer(journey("w: {type: wait, duration: 1h, next: send}\n" + SEND_END))
+    c.send(tp("Go"))
+    c.fire(now=T0 + 5 * H)
+    assert c.actions[0].created_at == T0 + 5 * H
+
+
+def test_revisiting_a_step_gives_a_new_action_id():
+    cat = journey(
+        """
+send: {type: action, channel: email, template: t, next: w}
+w: {type: wait, duration: 1h, next: again}
+again:
+  type: branch
+  cases: [{when: 'journey.visits["send"] < 2', next: send}]
+  default: done
+done: {type: end}
+""",
+    )
+    c = Customer(cat)
+    c.send(tp("Go"))
+    c.fire()
+    c.fire()
+    assert c.steps() == ["send", "send"]
+    assert c.actions[0].action_id != c.actions[1].action_id
+
+
+def test_state_round_trips_through_bytes_deterministically():
+    c = Customer(journey(SPLIT, extra="goal: {event: Bought}"))
+    c.send(tp("Go", traits={"email": "a@b", "timezone": "Europe/Paris"}))
+    c.send(tp("NPS Submitted", T0 + 1, properties={"score": 9}))
+    c.send(tp("Order Completed", T0 + 2, properties={"revenue": 20}))
+    c.send(tp("Unsubscribed", T0 + 3, channel="sms"))
+    state = c.state
+    assert state is not None
+    raw = state.to_bytes()
+    assert CustomerState.from_bytes(raw) == state
+    assert CustomerState.from_bytes(raw).to_bytes() == raw
+    p = state.profile
+    assert (p.nps, p.order_count, p.total_spent, p.unsubscribed) == (9.0, 1, 20.0, ("sms",))
+    assert p.counts["Go"] == 1 and p.last_seen["sms"] == T0 + 3 and p.timezone == "Europe/Paris"
+
+
+def test_touchpoints_no_journey_listens_to_only_update_the_profile():
+    cat = journey(SEND_END)
+    d = decide(None, tp("Page Viewed", channel="web"), cat, customer_id="c1")
+    assert d.actions == () and d.state.instances == ()
+    assert d.state.profile.counts == {"Page Viewed": 1}

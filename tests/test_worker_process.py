@@ -1,0 +1,100 @@
+"""The worker's batch processing over an in-memory partition backend (no Kafka)."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+from journey_fixtures import catalog_from_yaml, touchpoint
+
+from orchestrator import wire
+from orchestrator.core.state import CustomerState
+from orchestrator.topics import Topics
+from orchestrator.worker import timers
+from orchestrator.worker.process import Incoming, Processor
+
+TOPICS = Topics("unit")
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self.states: dict[str, bytes] = {}
+        self.index: list[bytes] = []
+
+    def get_state(self, customer: str) -> bytes | None:
+        return self.states.get(customer)
+
+    def put_state(self, customer: str, value: bytes) -> None:
+        self.states[customer] = value
+
+    def put_timer(self, index_key: bytes) -> None:
+        if index_key not in self.index:
+            bisect.insort(self.index, index_key)
+
+    def delete_timer(self, index_key: bytes) -> None:
+        self.index.remove(index_key)
+
+    def due_timers(self, now: int, limit: int) -> Iterator[bytes]:
+        upper = timers.upper_bound(now)
+        return iter([k for k in self.index if k < upper][:limit])
+
+
+def _rec(value: bytes, offset: int = 0, key: bytes | None = b"k") -> Incoming:
+    return Incoming(TOPICS.touchpoints, 0, offset, key, value)
+
+
+def _actions(result):
+    return [wire.decode_action(o.value) for o in result.out if o.topic.startswith("unit.actions.")]
+
+
+def test_garbage_is_dead_lettered_with_reason_and_bytes_and_the_batch_goes_on():
+    processor = Processor(catalog_from_yaml(), TOPICS)
+    good = wire.encode_touchpoint(touchpoint("c1", "Signed Up", at=1_000))
+    result = processor.process(
+        [_rec(b"\x00garbage", offset=5), _rec(good, offset=6)], MemoryBackend(), now=1_000
+    )
+    dead = [wire.decode_deadletter(o.value) for o in result.out if o.topic == TOPICS.deadletter]
+    assert len(dead) == 1
+    assert dead[0].reason == "undecodable"
+    assert dead[0].original_value == b"\x00garbage"
+    assert (dead[0].source_topic, dead[0].source_partition, dead[0].source_offset) == (
+        TOPICS.touchpoints,
+        0,
+        5,
+    )
+    assert [a.step for a in _actions(result)] == ["send_welcome"]
+
+
+def test_state_is_written_once_per_customer_per_batch_and_duplicates_change_nothing():
+    processor = Processor(catalog_from_yaml(), TOPICS)
+    backend = MemoryBackend()
+    writes: list[str] = []
+    put = backend.put_state
+    backend.put_state = lambda c, v: (writes.append(c), put(c, v))  # type: ignore[method-assign]
+    tp = wire.encode_touchpoint(touchpoint("c1", "Signed Up", at=1_000))
+    result = processor.process([_rec(tp, 1), _rec(tp, 2)], backend, now=1_000)
+    assert writes == ["c1"]
+    assert len(_actions(result)) == 1
+    again = processor.process([_rec(tp, 3)], backend, now=2_000)
+    assert _actions(again) == []
+    assert CustomerState.from_bytes(backend.states["c1"]) is not None
+
+
+def test_a_tick_fires_due_timers_and_only_due_ones():
+    processor = Processor(catalog_from_yaml(), TOPICS)
+    backend = MemoryBackend()
+    tp = wire.encode_touchpoint(touchpoint("c1", "Signed Up", at=1_000))
+    processor.process([_rec(tp)], backend, now=1_000)
+    assert len(backend.index) == 1
+    due_at, customer, _ = timers.decode_index_key(backend.index[0])
+    assert customer == "c1" and due_at == 1_000 + 3_600_000
+
+    early = Incoming(TOPICS.ticks, 0, 0, None, timers.encode_tick(due_at - 1))
+    assert _actions(processor.process([early], backend, now=due_at - 1)) == []
+    assert len(backend.index) == 1
+
+    tick = Incoming(TOPICS.ticks, 0, 1, None, timers.encode_tick(due_at + 10))
+    fired = processor.process([tick], backend, now=due_at + 10)
+    assert fired.fired == 1
+    assert [a.step for a in _actions(fired)] == ["send_tips"]
+    assert backend.index == []
