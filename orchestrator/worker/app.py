@@ -21,7 +21,11 @@ from orchestrator import metrics
 from orchestrator.journey.catalog import Catalog
 from orchestrator.settings import Settings
 from orchestrator.worker import timers
-from orchestrator.worker.faust_context import event_context, partition_db
+from orchestrator.worker.faust_context import (
+    event_context,
+    install_true_changelog_ends,
+    partition_db,
+)
 from orchestrator.worker.process import Incoming, Processor
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,7 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
 def create_app(settings: Settings, bootstrap: str, catalog: Catalog) -> faust.App:
     topics = settings.topics
     clock = settings.clock
+    install_true_changelog_ends()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
