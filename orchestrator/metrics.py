@@ -42,3 +42,16 @@ TIMER_LATENESS_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
 )
 JOURNEYS_LIVE = Gauge("rota_journeys_live", "Journey versions loaded by this worker.")
+TIMERS_PENDING = Gauge(
+    "rota_timers_pending",
+    "Timers waiting in the partition's index (RocksDB estimate; includes superseded ones "
+    "that will fire as no-ops).",
+    ["partition"],
+)
+STATE_CUSTOMERS = Gauge(
+    "rota_state_customers",
+    "Customers with state in the partition (RocksDB estimate).",
+    ["partition"],
+)
+PARTITIONS_ASSIGNED = Gauge("rota_partitions_assigned", "Touchpoint partitions this worker owns.")
+REBALANCES = Counter("rota_rebalances", "Consumer-group rebalances this worker took part in.")

@@ -175,6 +175,13 @@ def test_touchpoints_become_webhook_deliveries_whose_outcomes_reenter_the_stream
         assert "not Avro single-object encoded" in record.detail
         assert worker.total("rota_deadletter_total", reason="undecodable") == 1
         assert worker.total("rota_events_duplicate_total") >= 3
+        assert worker.total("rota_partitions_assigned") == 4
+        assert worker.total("rota_rebalances_total") >= 1
+        wait_for(
+            lambda: worker.total("rota_state_customers") >= len(customers),
+            timeout=10,
+            what="the state-size gauge",
+        )
     finally:
         stop.set()
         connector.join(timeout=30)

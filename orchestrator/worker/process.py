@@ -69,6 +69,7 @@ class BatchResult:
     out: list[Outgoing] = field(default_factory=list)
     consumed: int = 0
     fired: int = 0
+    ticks: int = 0
 
 
 class Processor:
@@ -88,6 +89,7 @@ class Processor:
         for rec in records:
             if rec.topic == self.topics.ticks:
                 tick_now = timers.decode_tick(rec.value) or now
+                result.ticks += 1
                 result.fired += self._fire_due(batch, tick_now, result)
                 continue
             result.consumed += 1
