@@ -19,6 +19,8 @@ commands:
   connector   list or run channel connectors: rota connector list | run NAME...
   demo        publish demo traffic to ROTA_KAFKA_BOOTSTRAP
   deadletter  list dead letters, or replay them to their source topics after a fix
+  deploy      validate journey files and deploy them to running workers
+  journeys    list | pause ID | resume ID | archive ID  (journeys live on the cluster)
 
 `rota <command> --help` tells more. Configuration: ROTA_* environment variables (README).
 """
@@ -82,6 +84,18 @@ def _deadletter(argv: list[str]) -> int:
     return main(argv)
 
 
+def _deploy(argv: list[str]) -> int:
+    from orchestrator.deployments import deploy_main
+
+    return deploy_main(argv)
+
+
+def _journeys(argv: list[str]) -> int:
+    from orchestrator.deployments import journeys_main
+
+    return journeys_main(argv)
+
+
 def _demo(argv: list[str]) -> int:
     import threading
 
@@ -116,6 +130,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "connector": _connector,
     "demo": _demo,
     "deadletter": _deadletter,
+    "deploy": _deploy,
+    "journeys": _journeys,
 }
 
 

@@ -55,3 +55,6 @@ STATE_CUSTOMERS = Gauge(
 )
 PARTITIONS_ASSIGNED = Gauge("rota_partitions_assigned", "Touchpoint partitions this worker owns.")
 REBALANCES = Counter("rota_rebalances", "Consumer-group rebalances this worker took part in.")
+JOURNEY_RELOADS = Counter(
+    "rota_journey_reloads", "Times a live deploy replaced this worker's journeys."
+)

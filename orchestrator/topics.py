@@ -28,6 +28,11 @@ class Topics:
         return f"{self.prefix}.ticks"
 
     @property
+    def journeys(self) -> str:
+        """Deployed journey versions (compacted; see orchestrator/deployments.py)."""
+        return f"{self.prefix}.journeys"
+
+    @property
     def deadletter(self) -> str:
         return f"{self.prefix}.deadletter"
 

@@ -48,10 +48,18 @@ class Catalog:
     silence_by_event: Mapping[str, tuple[JourneyPlan, ...]]
     silence_any: tuple[JourneyPlan, ...]
     dedup: DedupWindow = field(default_factory=DedupWindow)
+    paused: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, plans: Iterable[JourneyPlan], dedup: DedupWindow | None = None) -> Catalog:
-        """Index ``plans`` (ids and versions must be unique)."""
+    def of(
+        cls,
+        plans: Iterable[JourneyPlan],
+        dedup: DedupWindow | None = None,
+        paused: Collection[str] = (),
+    ) -> Catalog:
+        """Index ``plans`` (ids and versions must be unique). A paused journey takes no
+        new entries; customers already inside carry on."""
+        paused = frozenset(paused)
         by_key = {(p.id, p.version): p for p in plans}
         current: dict[str, JourneyPlan] = {}
         for p in by_key.values():
@@ -62,6 +70,8 @@ class Catalog:
         silence: dict[str, list[JourneyPlan]] = defaultdict(list)
         silence_any = []
         for p in ordered:
+            if p.id in paused:
+                continue
             if p.entry.event is not None:
                 triggers[p.entry.event].append(p)
             elif p.entry.silence_events:
@@ -76,6 +86,7 @@ class Catalog:
             silence_by_event={k: tuple(v) for k, v in silence.items()},
             silence_any=tuple(silence_any),
             dedup=dedup or DedupWindow(),
+            paused=paused,
         )
 
     @classmethod
@@ -93,11 +104,51 @@ class Catalog:
         return self.plans.get((journey_id, version))
 
     def with_dedup(self, dedup: DedupWindow) -> Catalog:
-        return Catalog.of(self.plans.values(), dedup)
+        return Catalog.of(self.plans.values(), dedup, self.paused)
 
     def __len__(self) -> int:
         """The number of journeys (not versions)."""
         return len(self.current)
+
+
+def catalog_from_sources(
+    files: Sequence[str | Path],
+    texts: Sequence[tuple[str, str]] = (),
+    *,
+    paused: Collection[str] = (),
+    channels: Collection[str] = CHANNELS,
+) -> Catalog:
+    """Journeys from files plus ``(name, yaml)`` texts (e.g. deployed from Kafka).
+
+    A text defining the same id and version as a file replaces the file's definition,
+    so a deployment can correct a version shipped with the worker.
+    """
+    from_texts: list[Document] = []
+    problems: list[Problem] = []
+    for name, text in texts:
+        d, p = parse_text(text, name)
+        from_texts.extend(d)
+        problems.extend(p)
+    overridden = {_key(d) for d in from_texts}
+    docs: list[Document] = []
+    paths, more = journey_files(files)
+    problems.extend(more)
+    for f in paths:
+        d, p = read_documents(f)
+        docs.extend(x for x in d if _key(x) not in overridden)
+        problems.extend(p)
+    plans, more = check_documents(docs + from_texts, channels)
+    problems.extend(more)
+    if problems:
+        raise JourneyValidationError(problems)
+    return Catalog.of(plans, paused=paused)
+
+
+def _key(doc: Document) -> tuple[str, int] | None:
+    data = doc.data
+    if isinstance(data, dict) and isinstance(data.get("id"), str):
+        return (data["id"], data.get("version", 0))
+    return None
 
 
 def journey_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[Problem]]:

@@ -18,7 +18,6 @@ from typing import Any
 import faust
 
 from orchestrator import metrics
-from orchestrator.journey.catalog import Catalog
 from orchestrator.settings import Settings
 from orchestrator.worker import timers
 from orchestrator.worker.faust_context import (
@@ -92,7 +91,7 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
     return app.topic(name, partitions=partitions, key_serializer="raw", value_serializer="raw")
 
 
-def create_app(settings: Settings, bootstrap: str, catalog: Catalog) -> faust.App:
+def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faust.App:
     topics = settings.topics
     clock = settings.clock
     install_true_changelog_ends()
@@ -123,8 +122,6 @@ def create_app(settings: Settings, bootstrap: str, catalog: Catalog) -> faust.Ap
     customers = app.Table("customers", partitions=n, key_type=bytes, value_type=bytes)
     timer_index = app.Table("timers", partitions=n, key_type=bytes, value_type=bytes)
     outputs: dict[str, Any] = {}
-    processor = Processor(catalog, topics)
-    metrics.JOURNEYS_LIVE.set(len(catalog))
 
     def output(name: str) -> Any:
         try:

@@ -8,12 +8,15 @@ import sys
 from prometheus_client import start_http_server
 
 from orchestrator import broker as brokers
+from orchestrator import deployments, metrics
 from orchestrator.broker import free_port
-from orchestrator.journey.catalog import load_catalog
+from orchestrator.journey.catalog import Catalog
+from orchestrator.journey.problems import JourneyValidationError
 from orchestrator.records import CHANNELS
 from orchestrator.settings import Settings
 from orchestrator.topics import ensure_topics
 from orchestrator.worker.app import create_app
+from orchestrator.worker.process import Processor
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +31,26 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
             file=sys.stderr,
         )
         return 2
-    catalog = load_catalog([settings.journeys])
     brokers.wait_until_ready(bootstrap, timeout=30.0)
-    ensure_topics(
-        bootstrap,
-        settings.topics.all_for(CHANNELS),
-        partitions=settings.partitions,
-    )
+    ensure_topics(bootstrap, settings.topics.all_for(CHANNELS), partitions=settings.partitions)
+    deployments.ensure_topic(bootstrap, settings.topics.journeys)
+    deployed = deployments.read_deployments(bootstrap, settings.topics.journeys)
+    try:
+        catalog = deployments.build_catalog([settings.journeys], deployed)
+    except JourneyValidationError as exc:
+        print(f"rota worker: invalid journeys, not starting:\n{exc}", file=sys.stderr)
+        return 2
+    processor = Processor(catalog, settings.topics)
+    metrics.JOURNEYS_LIVE.set(len(catalog))
+
+    def on_change(new: Catalog) -> None:
+        processor.catalog = new
+        metrics.JOURNEYS_LIVE.set(len(new))
+        metrics.JOURNEY_RELOADS.inc()
+
+    deployments.DeploymentWatcher(
+        bootstrap, settings.topics.journeys, [settings.journeys], deployed, on_change
+    ).start()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     web_port = settings.web_port or free_port()
@@ -47,7 +63,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
         pass
     import faust
 
-    app = create_app(settings, bootstrap, catalog)
+    app = create_app(settings, bootstrap, processor)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()  # exits the process when the worker stops
     return 0

@@ -76,6 +76,7 @@ class Processor:
     """Runs the decision core over batches of one partition."""
 
     def __init__(self, catalog: Catalog, topics: Topics, *, max_fire_per_tick: int = 20_000):
+        #: Replaced whole by live deploys (orchestrator/deployments.py); never mutated.
         self.catalog = catalog
         self.topics = topics
         self.max_fire_per_tick = max_fire_per_tick
@@ -84,7 +85,8 @@ class Processor:
         self, records: Sequence[Incoming], backend: PartitionBackend, *, now: int
     ) -> BatchResult:
         started = time.perf_counter()
-        batch = _Batch(backend)
+        catalog = self.catalog  # one catalog per batch, even if a deploy swaps it meanwhile
+        batch = _Batch(backend, catalog)
         result = BatchResult()
         for rec in records:
             if rec.topic == self.topics.ticks:
@@ -112,7 +114,7 @@ class Processor:
         metrics.EVENTS_CONSUMED.labels(tp.type).inc()
         customer = tp.subject
         try:
-            decision = decide(batch.state(customer), tp, self.catalog, customer_id=customer)
+            decision = decide(batch.state(customer), tp, batch.catalog, customer_id=customer)
         except Exception as exc:  # a bug or bad data must not stop the partition
             log.exception("processing failed for event %s", tp.event_id)
             detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
@@ -130,7 +132,7 @@ class Processor:
             metrics.TIMER_LATENESS_SECONDS.observe(max(0, now - due_at) / 1000)
             event = TimerFired(customer_id=customer, timer_id=timer_id, due_at=due_at, now=now)
             try:
-                decision = decide(batch.state(customer), event, self.catalog, customer_id=customer)
+                decision = decide(batch.state(customer), event, batch.catalog, customer_id=customer)
             except Exception as exc:
                 log.exception("timer %s failed", timer_id)
                 self._deadletter(
@@ -188,8 +190,9 @@ class Processor:
 class _Batch:
     """Write-back cache of customer states for one batch of one partition."""
 
-    def __init__(self, backend: PartitionBackend):
+    def __init__(self, backend: PartitionBackend, catalog: Catalog):
         self.backend = backend
+        self.catalog = catalog
         self._states: dict[str, CustomerState | None] = {}
         self._dirty: set[str] = set()
 
