@@ -21,6 +21,7 @@ commands:
   deadletter  list dead letters, or replay them to their source topics after a fix
   deploy      validate journey files and deploy them to running workers
   journeys    list | pause ID | resume ID | archive ID  (journeys live on the cluster)
+  forget      erase a customer: rota forget CUSTOMER_ID...
 
 `rota <command> --help` tells more. Configuration: ROTA_* environment variables (README).
 """
@@ -96,6 +97,52 @@ def _journeys(argv: list[str]) -> int:
     return journeys_main(argv)
 
 
+def _forget(argv: list[str]) -> int:
+    import time
+    import uuid
+
+    from confluent_kafka import Producer
+
+    from orchestrator import wire
+    from orchestrator.records import Touchpoint
+    from orchestrator.worker.process import FORGET_EVENT
+
+    p = argparse.ArgumentParser(
+        prog="rota forget",
+        description="Erase customers: profile, journey state and timers; later events "
+        f"for them are ignored. Publishes a {FORGET_EVENT!r} touchpoint per customer.",
+    )
+    p.add_argument("customers", nargs="+", metavar="CUSTOMER_ID")
+    args = p.parse_args(argv)
+    settings = Settings.from_env()
+    if not settings.kafka_bootstrap:
+        print("rota forget: set ROTA_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    failed: list[str] = []
+    for customer in args.customers:
+        tp = Touchpoint(
+            event_id=str(uuid.uuid4()),
+            type="track",
+            name=FORGET_EVENT,
+            channel="crm",
+            occurred_at=int(time.time() * 1000),
+            customer_id=customer,
+            source="rota forget",
+        )
+        producer.produce(
+            settings.topics.touchpoints,
+            key=customer.encode(),
+            value=wire.encode_touchpoint(tp),
+            on_delivery=lambda err, _m: failed.append(str(err)) if err else None,
+        )
+    if producer.flush(30) or failed:
+        print(f"rota forget: publishing failed: {failed[:3]}", file=sys.stderr)
+        return 1
+    print(f"requested erasure of {len(args.customers)} customer(s)")
+    return 0
+
+
 def _demo(argv: list[str]) -> int:
     import threading
 
@@ -132,6 +179,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "deadletter": _deadletter,
     "deploy": _deploy,
     "journeys": _journeys,
+    "forget": _forget,
 }
 
 

@@ -58,3 +58,7 @@ REBALANCES = Counter("rota_rebalances", "Consumer-group rebalances this worker t
 JOURNEY_RELOADS = Counter(
     "rota_journey_reloads", "Times a live deploy replaced this worker's journeys."
 )
+FORGOTTEN = Counter("rota_customers_forgotten", "Customers erased on request.")
+SUPPRESSED_FORGOTTEN = Counter(
+    "rota_events_suppressed_forgotten", "Touchpoints ignored because their customer was erased."
+)

@@ -27,6 +27,9 @@ class MemoryBackend:
     def put_state(self, customer: str, value: bytes) -> None:
         self.states[customer] = value
 
+    def delete_state(self, customer: str) -> None:
+        self.states.pop(customer, None)
+
     def put_timer(self, index_key: bytes) -> None:
         if index_key not in self.index:
             bisect.insort(self.index, index_key)
@@ -98,3 +101,23 @@ def test_a_tick_fires_due_timers_and_only_due_ones():
     assert fired.fired == 1
     assert [a.step for a in _actions(fired)] == ["send_tips"]
     assert backend.index == []
+
+
+def test_forgetting_erases_state_and_suppresses_later_events():
+    processor = Processor(catalog_from_yaml(), TOPICS)
+    backend = MemoryBackend()
+    signup = wire.encode_touchpoint(touchpoint("c1", "Signed Up", at=1_000))
+    processor.process([_rec(signup)], backend, now=1_000)
+    assert "c1" in backend.states
+
+    forget = wire.encode_touchpoint(touchpoint("c1", "Customer Forgotten", at=2_000))
+    processor.process([_rec(forget)], backend, now=2_000)
+    assert "c1" not in backend.states
+    assert not any("c1" in key for key in backend.states)  # the marker is a hash
+
+    again = wire.encode_touchpoint(touchpoint("c1", "Signed Up", at=3_000, event_id="new-id"))
+    assert _actions(processor.process([_rec(again)], backend, now=3_000)) == []
+    assert "c1" not in backend.states
+
+    tick = Incoming(TOPICS.ticks, 0, 9, None, timers.encode_tick(10**10))
+    assert _actions(processor.process([tick], backend, now=10**10)) == []  # timers are no-ops

@@ -52,6 +52,11 @@ class FaustBackend:
         with event_context(self.event):
             self.customers[customer.encode()] = value
 
+    def delete_state(self, customer: str) -> None:
+        with event_context(self.event):
+            if customer.encode() in self.customers:
+                del self.customers[customer.encode()]
+
     def put_timer(self, index_key: bytes) -> None:
         with event_context(self.event):
             self.timer_index[index_key] = b""

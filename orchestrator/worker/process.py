@@ -12,6 +12,7 @@ worker, and each write is also a changelog record.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import traceback
@@ -30,6 +31,14 @@ from orchestrator.worker import timers
 
 log = logging.getLogger(__name__)
 
+#: The touchpoint that erases a customer (``rota forget`` publishes it).
+FORGET_EVENT = "Customer Forgotten"
+
+
+def forgotten_key(customer: str) -> str:
+    """Where the erasure marker lives: a hash, so the table keeps no readable id."""
+    return "forgotten:" + hashlib.sha256(customer.encode()).hexdigest()
+
 
 class PartitionBackend(Protocol):
     """One partition's customer table and timer index."""
@@ -37,6 +46,8 @@ class PartitionBackend(Protocol):
     def get_state(self, customer: str) -> bytes | None: ...
 
     def put_state(self, customer: str, value: bytes) -> None: ...
+
+    def delete_state(self, customer: str) -> None: ...
 
     def put_timer(self, index_key: bytes) -> None: ...
 
@@ -113,6 +124,13 @@ class Processor:
             return
         metrics.EVENTS_CONSUMED.labels(tp.type).inc()
         customer = tp.subject
+        if tp.name == FORGET_EVENT:
+            batch.forget(customer)
+            metrics.FORGOTTEN.inc()
+            return
+        if batch.state(customer) is None and batch.is_forgotten(customer):
+            metrics.SUPPRESSED_FORGOTTEN.inc()
+            return
         try:
             decision = decide(batch.state(customer), tp, batch.catalog, customer_id=customer)
         except Exception as exc:  # a bug or bad data must not stop the partition
@@ -130,9 +148,12 @@ class Processor:
             fired += 1
             metrics.TIMERS_FIRED.inc()
             metrics.TIMER_LATENESS_SECONDS.observe(max(0, now - due_at) / 1000)
+            state = batch.state(customer)
+            if state is None:
+                continue  # erased (or never stored): nothing left to act on
             event = TimerFired(customer_id=customer, timer_id=timer_id, due_at=due_at, now=now)
             try:
-                decision = decide(batch.state(customer), event, batch.catalog, customer_id=customer)
+                decision = decide(state, event, batch.catalog, customer_id=customer)
             except Exception as exc:
                 log.exception("timer %s failed", timer_id)
                 self._deadletter(
@@ -216,6 +237,18 @@ class _Batch:
 
     def set_timer(self, timer: Timer) -> None:
         self.backend.put_timer(timers.index_key(timer))
+
+    def forget(self, customer: str) -> None:
+        """Erase the customer's state (a tombstone in the changelog) and remember, by
+        hash only, that they were forgotten. Their pending timer index entries stay
+        until due and then fire as no-ops: the state they would act on is gone."""
+        self._states[customer] = None
+        self._dirty.discard(customer)
+        self.backend.delete_state(customer)
+        self.backend.put_state(forgotten_key(customer), b"1")
+
+    def is_forgotten(self, customer: str) -> bool:
+        return self.backend.get_state(forgotten_key(customer)) is not None
 
     def flush(self) -> None:
         for customer in self._dirty:
