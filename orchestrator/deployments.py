@@ -28,7 +28,12 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from orchestrator.journey.catalog import Catalog, catalog_from_sources, journey_files
+from orchestrator.journey.catalog import (
+    Catalog,
+    DedupWindow,
+    catalog_from_sources,
+    journey_files,
+)
 from orchestrator.journey.parse import read_documents
 from orchestrator.journey.problems import JourneyValidationError
 from orchestrator.records import iso
@@ -83,7 +88,11 @@ def read_deployments(bootstrap: str, topic: str, *, idle: float = 1.0) -> dict[s
     return found
 
 
-def build_catalog(base: Sequence[str | Path], deployed: Mapping[str, Deployment]) -> Catalog:
+def build_catalog(
+    base: Sequence[str | Path],
+    deployed: Mapping[str, Deployment],
+    dedup: DedupWindow | None = None,
+) -> Catalog:
     """Files shipped with the worker plus what is deployed on the cluster."""
     active = [d for d in deployed.values() if d.status != "archived"]
     archived = {(d.id, d.version) for d in deployed.values() if d.status == "archived"}
@@ -91,7 +100,8 @@ def build_catalog(base: Sequence[str | Path], deployed: Mapping[str, Deployment]
     files, _ = journey_files(base)
     keep = [f for f in files if not (_keys_of(f) & archived)]
     texts = [(f"{d.file} (deployed {d.key})", d.source) for d in active]
-    return catalog_from_sources(keep, texts, paused=paused)
+    catalog = catalog_from_sources(keep, texts, paused=paused)
+    return catalog.with_dedup(dedup) if dedup else catalog
 
 
 class DeploymentWatcher(threading.Thread):
@@ -108,11 +118,13 @@ class DeploymentWatcher(threading.Thread):
         base: Sequence[str | Path],
         deployed: Mapping[str, Deployment],
         on_change: Callable[[Catalog], None],
+        dedup: DedupWindow | None = None,
     ):
         super().__init__(name="rota-deployments", daemon=True)
         self.bootstrap, self.topic, self.base = bootstrap, topic, base
         self.deployed = dict(deployed)
         self.on_change = on_change
+        self.dedup = dedup
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -125,7 +137,7 @@ class DeploymentWatcher(threading.Thread):
                         changed |= _apply(self.deployed, msg.key(), msg.value())
                 if changed:
                     try:
-                        catalog = build_catalog(self.base, self.deployed)
+                        catalog = build_catalog(self.base, self.deployed, self.dedup)
                     except JourneyValidationError as exc:
                         log.error("ignoring an invalid journey deployment:\n%s", exc)
                         continue

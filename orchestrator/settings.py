@@ -44,6 +44,10 @@ class Settings:
     session_timeout_ms: int = 6000
     """ROTA_SESSION_TIMEOUT_MS: consumer session timeout; a dead worker's partitions move
     after this long."""
+    dedup_ids: int = 128
+    """ROTA_DEDUP_IDS: recent event ids remembered per customer (duplicates are ignored)."""
+    dedup_hours: float = 168.0
+    """ROTA_DEDUP_HOURS: how long a remembered event id is kept (default 7 days)."""
     clock_speed: float = 1.0
     """ROTA_CLOCK_SPEED: 1 = real time; >1 runs timers and demo time faster (demos only)."""
     clock_origin_ms: int = 0
@@ -92,6 +96,8 @@ class Settings:
             raise SettingsError(
                 "ROTA_BATCH_SIZE, ROTA_BATCH_WAIT and ROTA_TICK_INTERVAL must be > 0"
             )
+        if self.dedup_ids < 1 or self.dedup_hours <= 0:
+            raise SettingsError("ROTA_DEDUP_IDS and ROTA_DEDUP_HOURS must be > 0")
         if self.clock_speed <= 0:
             raise SettingsError(f"ROTA_CLOCK_SPEED must be > 0, got {self.clock_speed}")
         if self.partitions < 1:

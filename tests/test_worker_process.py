@@ -121,3 +121,26 @@ def test_forgetting_erases_state_and_suppresses_later_events():
 
     tick = Incoming(TOPICS.ticks, 0, 9, None, timers.encode_tick(10**10))
     assert _actions(processor.process([tick], backend, now=10**10)) == []  # timers are no-ops
+
+
+def test_an_event_whose_processing_raises_is_dead_lettered_and_the_rest_carry_on(monkeypatch):
+    from orchestrator.worker import process
+
+    real = process.decide
+
+    def flaky(state, event, catalog, *, customer_id):
+        if getattr(event, "event_id", "") == "boom":
+            raise ZeroDivisionError("a bug in a condition")
+        return real(state, event, catalog, customer_id=customer_id)
+
+    monkeypatch.setattr(process, "decide", flaky)
+    processor = Processor(catalog_from_yaml(), TOPICS)
+    bad = wire.encode_touchpoint(touchpoint("c1", "Signed Up", at=1_000, event_id="boom"))
+    good = wire.encode_touchpoint(touchpoint("c2", "Signed Up", at=1_000))
+    result = processor.process([_rec(bad, 1), _rec(good, 2)], MemoryBackend(), now=1_000)
+    dead = [wire.decode_deadletter(o.value) for o in result.out if o.topic == TOPICS.deadletter]
+    assert [(d.reason, d.source_offset, d.original_value) for d in dead] == [
+        ("processing_error", 1, bad)
+    ]
+    assert "ZeroDivisionError: a bug in a condition" in dead[0].detail
+    assert [a.customer_id for a in _actions(result)] == ["c2"]

@@ -10,7 +10,7 @@ from prometheus_client import start_http_server
 from orchestrator import broker as brokers
 from orchestrator import deployments, metrics
 from orchestrator.broker import free_port
-from orchestrator.journey.catalog import Catalog
+from orchestrator.journey.catalog import Catalog, DedupWindow
 from orchestrator.journey.problems import JourneyValidationError
 from orchestrator.records import CHANNELS
 from orchestrator.settings import Settings
@@ -35,8 +35,9 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
     ensure_topics(bootstrap, settings.topics.all_for(CHANNELS), partitions=settings.partitions)
     deployments.ensure_topic(bootstrap, settings.topics.journeys)
     deployed = deployments.read_deployments(bootstrap, settings.topics.journeys)
+    dedup = DedupWindow(settings.dedup_ids, int(settings.dedup_hours * 3_600_000))
     try:
-        catalog = deployments.build_catalog([settings.journeys], deployed)
+        catalog = deployments.build_catalog([settings.journeys], deployed, dedup)
     except JourneyValidationError as exc:
         print(f"rota worker: invalid journeys, not starting:\n{exc}", file=sys.stderr)
         return 2
@@ -49,7 +50,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
         metrics.JOURNEY_RELOADS.inc()
 
     deployments.DeploymentWatcher(
-        bootstrap, settings.topics.journeys, [settings.journeys], deployed, on_change
+        bootstrap, settings.topics.journeys, [settings.journeys], deployed, on_change, dedup
     ).start()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
