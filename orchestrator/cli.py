@@ -37,8 +37,8 @@ def _run(argv: list[str]) -> int:
     p.add_argument(
         "--clock-speed",
         type=float,
-        default=3600,
-        help="journey seconds per real second (default 3600: an hour's wait takes a second)",
+        default=7200,
+        help="journey seconds per real second (default 7200: a day's wait takes 12 s)",
     )
     args = p.parse_args(argv)
     from orchestrator.run import run
