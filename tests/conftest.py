@@ -3,6 +3,7 @@ session, each test isolated by its own topic prefix."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -22,9 +23,12 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator[brokers.Broker]:
+def kafka(request: pytest.FixtureRequest) -> Iterator[brokers.Broker]:
     with brokers.running() as b:
-        print(f"\n[rota tests] using {b.describe()}")
+        message = f"[rota tests] Kafka for this session: {b.describe()}"
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            print(f"\n{message}", flush=True)
         yield b
 
 

@@ -19,6 +19,7 @@ def test_broker_round_trips_a_record_and_topics_are_created_once(kafka, topics):
             "bootstrap.servers": kafka.bootstrap,
             "group.id": topics.prefix,
             "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
         }
     )
     consumer.subscribe([topics.touchpoints])
