@@ -115,10 +115,7 @@ def _forget(argv: list[str]) -> int:
     p.add_argument("customers", nargs="+", metavar="CUSTOMER_ID")
     args = p.parse_args(argv)
     settings = Settings.from_env()
-    if not settings.kafka_bootstrap:
-        print("rota forget: set ROTA_KAFKA_BOOTSTRAP", file=sys.stderr)
-        return 2
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    producer = Producer({"bootstrap.servers": settings.bootstrap(), "acks": "all"})
     failed: list[str] = []
     for customer in args.customers:
         tp = Touchpoint(
@@ -152,15 +149,13 @@ def _demo(argv: list[str]) -> int:
     p.add_argument("--duration", type=float, default=10)
     args = p.parse_args(argv)
     settings = Settings.from_env()
-    if not settings.kafka_bootstrap:
-        print("rota demo: set ROTA_KAFKA_BOOTSTRAP", file=sys.stderr)
-        return 2
+    bootstrap = settings.bootstrap()
     from orchestrator.demo.traffic import DemoTraffic
 
     stop = threading.Event()
     threading.Timer(args.duration, stop.set).start()
     stats = DemoTraffic(customers=args.customers).run(
-        settings.kafka_bootstrap, settings.topics.touchpoints, rate=args.rate, stop=stop
+        bootstrap, settings.topics.touchpoints, rate=args.rate, stop=stop
     )
     print(
         f"published {stats.published} touchpoints ({stats.malformed} malformed, "

@@ -76,18 +76,16 @@ def main(argv: list[str]) -> int:
     rp.add_argument("--dry-run", action="store_true", help="say what would be replayed")
     args = p.parse_args(argv)
     settings = Settings.from_env()
-    if not settings.kafka_bootstrap:
-        print("rota deadletter: set ROTA_KAFKA_BOOTSTRAP", file=sys.stderr)
-        return 2
+    bootstrap = settings.bootstrap()
     since = parse_time(args.since) if args.since else 0
     entries = (
         e
-        for e in read(settings.kafka_bootstrap, settings.topics.deadletter, since_ms=since)
+        for e in read(bootstrap, settings.topics.deadletter, since_ms=since)
         if e.record is None or not args.reason or e.record.reason in args.reason
     )
     if args.command == "list":
         return _list(entries, with_bytes=args.bytes)
-    return _replay(settings.kafka_bootstrap, entries, dry_run=args.dry_run)
+    return _replay(bootstrap, entries, dry_run=args.dry_run)
 
 
 def _list(entries: Iterator[Entry], *, with_bytes: bool) -> int:

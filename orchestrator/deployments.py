@@ -263,9 +263,7 @@ def journeys_main(argv: list[str]) -> int:
 
 def _connect() -> tuple[Settings, str]:
     settings = Settings.from_env()
-    if not settings.kafka_bootstrap:
-        raise SystemExit("set ROTA_KAFKA_BOOTSTRAP (host:port of the Kafka cluster)")
-    return settings, settings.kafka_bootstrap
+    return settings, settings.bootstrap()
 
 
 def _publish(bootstrap: str, topic: str, deployments: Sequence[Deployment]) -> None:

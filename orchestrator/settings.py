@@ -61,6 +61,16 @@ class Settings:
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
 
+    def bootstrap(self) -> str:
+        """The cluster to join. Commands other than ``rota run`` and the tests never
+        start a broker of their own, so for them the address is required."""
+        if not self.kafka_bootstrap:
+            raise SettingsError(
+                "ROTA_KAFKA_BOOTSTRAP is not set: give host:port[,host:port] of the Kafka "
+                "cluster (`rota run` starts a local one for you)"
+            )
+        return self.kafka_bootstrap
+
     @property
     def clock(self) -> Clock:
         return Clock(self.clock_speed, self.clock_origin_ms)

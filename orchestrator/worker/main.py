@@ -24,13 +24,7 @@ log = logging.getLogger(__name__)
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
     """Run until SIGINT/SIGTERM. Needs ``ROTA_KAFKA_BOOTSTRAP``: a worker joins a
     cluster, it never starts a broker of its own."""
-    bootstrap = settings.kafka_bootstrap
-    if not bootstrap:
-        print(
-            "rota worker: set ROTA_KAFKA_BOOTSTRAP (host:port of the Kafka cluster)",
-            file=sys.stderr,
-        )
-        return 2
+    bootstrap = settings.bootstrap()
     brokers.wait_until_ready(bootstrap, timeout=30.0)
     ensure_topics(bootstrap, settings.topics.all_for(CHANNELS), partitions=settings.partitions)
     deployments.ensure_topic(bootstrap, settings.topics.journeys)
