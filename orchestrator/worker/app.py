@@ -25,7 +25,7 @@ from orchestrator.worker.faust_context import (
     install_true_changelog_ends,
     partition_db,
 )
-from orchestrator.worker.process import Incoming, Processor
+from orchestrator.worker.process import BatchResult, Incoming, Processor
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
             for event in events:
                 by_partition[event.message.partition].append(event)
             now = clock.now()
+            results: list[tuple[BatchResult, int]] = []
             for partition, evs in by_partition.items():
                 records = [
                     Incoming(
@@ -155,9 +156,16 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
                     for e in evs
                 ]
                 backend = FaustBackend(customers, timer_index, evs[-1], partition)
-                result = processor.process(records, backend, now=now)
+                result = processor.process(records, backend, now=now, defer_state=True)
+                results.append((result, partition))
                 for out in result.out:
                     output(out.topic).send_soon(key=out.key, value=out.value)
+            # Actions (and the timers set) must be durable before the state that says
+            # they happened: one flush per batch, then the state changes.
+            if any(r.out for r, _ in results):
+                await app.producer.flush()
+            for result, partition in results:
+                result.apply_state()
                 if result.ticks:
                     _observe_sizes(customers, timer_index, partition)
 

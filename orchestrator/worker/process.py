@@ -81,6 +81,18 @@ class BatchResult:
     consumed: int = 0
     fired: int = 0
     ticks: int = 0
+    pending: _Batch | None = None
+
+    def apply_state(self) -> None:
+        """Write the batch's state changes (customer states, fired timers removed).
+
+        The adapter calls this only once ``out`` is acknowledged by Kafka: were state
+        durable before the actions it led to, a crash in between would lose them for
+        good - the replayed events would be recognised as duplicates.
+        """
+        if self.pending is not None:
+            self.pending.flush()
+            self.pending = None
 
 
 class Processor:
@@ -93,8 +105,17 @@ class Processor:
         self.max_fire_per_tick = max_fire_per_tick
 
     def process(
-        self, records: Sequence[Incoming], backend: PartitionBackend, *, now: int
+        self,
+        records: Sequence[Incoming],
+        backend: PartitionBackend,
+        *,
+        now: int,
+        defer_state: bool = False,
     ) -> BatchResult:
+        """Decide for ``records`` of one partition. With ``defer_state`` the state
+        changes wait for ``BatchResult.apply_state`` (see there); timers set are written
+        at once - a timer without its state fires as a no-op, the reverse would never
+        fire."""
         started = time.perf_counter()
         catalog = self.catalog  # one catalog per batch, even if a deploy swaps it meanwhile
         batch = _Batch(backend, catalog)
@@ -107,7 +128,10 @@ class Processor:
                 continue
             result.consumed += 1
             self._touchpoint(batch, rec, result)
-        batch.flush()
+        if defer_state:
+            result.pending = batch
+        else:
+            batch.flush()
         elapsed = time.perf_counter() - started
         metrics.PROCESSING_SECONDS.observe(elapsed)
         done = time.time()
@@ -143,8 +167,10 @@ class Processor:
     def _fire_due(self, batch: _Batch, now: int, result: BatchResult) -> int:
         fired = 0
         for index_key in list(batch.backend.due_timers(now, self.max_fire_per_tick)):
+            if index_key in batch.fired:
+                continue  # fired by an earlier tick of this batch, removal still pending
             due_at, customer, timer_id = timers.decode_index_key(index_key)
-            batch.backend.delete_timer(index_key)
+            batch.fired.append(index_key)
             fired += 1
             metrics.TIMERS_FIRED.inc()
             metrics.TIMER_LATENESS_SECONDS.observe(max(0, now - due_at) / 1000)
@@ -216,6 +242,8 @@ class _Batch:
         self.catalog = catalog
         self._states: dict[str, CustomerState | None] = {}
         self._dirty: set[str] = set()
+        #: Timer index entries fired in this batch, removed with the state changes.
+        self.fired: list[bytes] = []
 
     def state(self, customer: str) -> CustomerState | None:
         try:
@@ -256,3 +284,6 @@ class _Batch:
             if state is not None:
                 self.backend.put_state(customer, state.to_bytes())
         self._dirty.clear()
+        for index_key in self.fired:
+            self.backend.delete_timer(index_key)
+        self.fired.clear()
