@@ -12,11 +12,11 @@ Connectors are found through the ``rota.connectors`` entry-point group
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, Self
 
-from orchestrator.records import NextBestAction
+from orchestrator.records import NextBestAction, Scalar
 
 
 class ConfigError(ValueError):
@@ -38,7 +38,12 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
     """It did not work this time; ``retryable`` says whether trying again may help."""
     REJECTED = "rejected"
-    """The channel refused this action for good (bad request, unknown recipient)."""
+    """The channel refused this action for good (bad request, bad template, no address)."""
+    BOUNCED = "bounced"
+    """The recipient's address does not exist or no longer works (a hard bounce: SMTP
+    550 user unknown, an unregistered push token, an invalid phone number). Final, like
+    a rejection, but about the customer's contact point rather than the action: the
+    outcome tells the profile to stop using that contact point (``contact``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,8 @@ class DeliveryResult:
 
     ``retry_after`` is the provider's own request to wait (seconds, e.g. an HTTP
     ``Retry-After``); the runner honours it within its retry policy's cap.
+    ``properties`` are added to the outcome touchpoint (provider codes, ``contact`` and
+    ``bounce`` of a bounce); scalars only, and never the customer's address itself.
     """
 
     status: DeliveryStatus
@@ -54,6 +61,7 @@ class DeliveryResult:
     retryable: bool = False
     provider_message_id: str | None = None
     retry_after: float | None = None
+    properties: Mapping[str, Scalar] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.retryable and self.status is not DeliveryStatus.FAILED:
@@ -72,8 +80,18 @@ class DeliveryResult:
         return cls(DeliveryStatus.FAILED, detail, retryable=retryable, retry_after=retry_after)
 
     @classmethod
-    def rejected(cls, detail: str) -> Self:
-        return cls(DeliveryStatus.REJECTED, detail)
+    def rejected(cls, detail: str, **properties: Scalar) -> Self:
+        return cls(DeliveryStatus.REJECTED, detail, properties=properties)
+
+    @classmethod
+    def bounced(cls, detail: str, *, contact: str, **properties: Scalar) -> Self:
+        """A hard bounce of the customer's ``contact`` point (``email``, ``phone``,
+        ``push_token``)."""
+        return cls(
+            DeliveryStatus.BOUNCED,
+            detail,
+            properties={"contact": contact, "bounce": "hard", **properties},
+        )
 
 
 class Connector(Protocol):

@@ -1,4 +1,4 @@
-"""``rota connector list | run NAME...``: the connectors' command line.
+"""``rota connector list | run NAME...`` and ``rota feedback serve``: the command line.
 
 ``run`` starts one ``ConnectorRunner`` per named connector, each on its own thread and
 in its own consumer group, until SIGINT/SIGTERM; then each drains, commits and prints
@@ -6,7 +6,10 @@ a one-line summary. Configuration is environment only (README table):
 ``ROTA_KAFKA_BOOTSTRAP`` (required), ``ROTA_TOPIC_PREFIX``, ``ROTA_SESSION_TIMEOUT_MS``,
 ``ROTA_CLOCK_SPEED``/``ROTA_CLOCK_ORIGIN_MS`` (shared with the worker), plus
 ``ROTA_CONNECTOR_METRICS_PORT`` (serve /metrics when set), ``ROTA_CONNECTOR_DATA_DIR``
-(keep delivered action ids on disk, surviving restarts) and each connector's own.
+(keep delivered action ids on disk, surviving restarts), ``ROTA_CONNECTOR_THREADS`` and
+``ROTA_CONNECTOR_MAX_IN_FLIGHT`` (concurrency), ``ROTA_RATE_LIMIT_<CHANNEL>``
+(``per_second[:burst]``), ``ROTA_CIRCUIT_FAILURES`` / ``ROTA_CIRCUIT_COOLDOWN``, and
+each connector's own.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from connectors import registry
+from connectors import config, registry
 from connectors.base import ConfigError, Connector
 from connectors.ledger import DeliveryLedger, MemoryLedger, RocksLedger
 from connectors.runner import ConnectorRunner
 from orchestrator.settings import Settings, SettingsError
 
 USAGE = "rota connector list | rota connector run NAME [NAME...]"
+FEEDBACK_USAGE = "rota feedback serve"
 
 
 def main(argv: list[str]) -> int:
@@ -50,7 +54,9 @@ def list_connectors(env: Mapping[str, str]) -> int:
     width = max(len(name) for name in found)
     for name, entry_point in found.items():
         try:
-            channels = ", ".join(registry.load(name).from_config(env).channels)
+            connector = registry.load(name).from_config(env)
+            channels = ", ".join(connector.channels)
+            connector.close()
         except ConfigError as exc:
             channels = f"(not configured: {exc})"
         print(f"{name:<{width}}  {entry_point.value:<40}  {channels}")
@@ -74,6 +80,10 @@ def run_connectors(
             raise SettingsError("ROTA_KAFKA_BOOTSTRAP is required (host:port of Kafka)")
         connectors = [_build(name, env) for name in dict.fromkeys(names)]
         metrics_port = _port(env, "ROTA_CONNECTOR_METRICS_PORT")
+        lanes = config.integer(env, "ROTA_CONNECTOR_THREADS", 8, maximum=256)
+        in_flight = config.integer(env, "ROTA_CONNECTOR_MAX_IN_FLIGHT", 1000, maximum=1_000_000)
+        circuit = config.circuit(env)
+        limits = {c.name: config.rate_limits(env, c.channels) for c in connectors}
     except (SettingsError, ConfigError, registry.ConnectorNotFound) as exc:
         print(f"rota connector run: {exc}", file=sys.stderr)
         return 2
@@ -90,6 +100,10 @@ def run_connectors(
             session_timeout_ms=settings.session_timeout_ms,
             ledger=_ledger(data_dir, connector.name),
             now_ms=settings.clock.now,
+            delivery_threads=lanes,
+            max_in_flight=in_flight,
+            rate_limits=limits[connector.name],
+            circuit=circuit,
         )
         for connector in connectors
     ]
@@ -116,6 +130,9 @@ def run_connectors(
         + "; ".join(f"{r.name} <- {', '.join(r.source_topics)}" for r in runners),
         flush=True,
     )
+    for runner in runners:
+        for channel, limit in runner.rate_limits.items():
+            print(f"connector {runner.name}: channel {channel} limited to {limit}", flush=True)
     while any(t.is_alive() for t in threads):
         for thread in threads:
             thread.join(timeout=0.5)
@@ -146,3 +163,60 @@ def _port(env: Mapping[str, str], variable: str) -> int | None:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(variable, f"{raw!r} is not a port number")
     return int(raw)
+
+
+def feedback_main(argv: list[str]) -> int:
+    """``rota feedback serve``: receive provider callbacks until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="rota feedback",
+        description="Receive provider callbacks (SendGrid events, Twilio status, one-click "
+        "unsubscribes) and publish them as touchpoints.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve}")
+    serve = commands.add_parser("serve", help="run the HTTP receiver until stopped")
+    serve.add_argument("--log-level", default="info", help="level of connectors.* logs")
+    args = parser.parse_args(argv)
+    return serve_feedback(os.environ, log_level=args.log_level)
+
+
+def serve_feedback(
+    env: Mapping[str, str],
+    *,
+    log_level: str = "info",
+    stop: threading.Event | None = None,
+    ready: threading.Event | None = None,
+) -> int:
+    """Run the receiver; 0 = clean stop, 2 = bad configuration. ``ready`` is set once
+    it listens (tests)."""
+    from connectors.feedback.server import FeedbackServer, FeedbackSettings, Publisher
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("connectors").setLevel(log_level.upper())
+    try:
+        settings = Settings.from_env(env)
+        if not settings.kafka_bootstrap:
+            raise SettingsError("ROTA_KAFKA_BOOTSTRAP is required (host:port of Kafka)")
+        feedback = FeedbackSettings.from_env(env)
+    except (SettingsError, ConfigError) as exc:
+        print(f"rota feedback serve: {exc}", file=sys.stderr)
+        return 2
+    for warning in feedback.warnings():
+        logging.getLogger("connectors.feedback").warning("%s", warning)
+    server = FeedbackServer(
+        feedback,
+        Publisher(settings.kafka_bootstrap, settings.topics.touchpoints),
+        now_ms=settings.clock.now,
+    )
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    print(
+        f"feedback receiver on http://{feedback.host}:{server.port} -> "
+        f"{settings.topics.touchpoints}",
+        flush=True,
+    )
+    if ready is not None:
+        ready.set()
+    server.serve(stop)
+    return 0

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from connectors.base import ConfigError
+from connectors.circuit import CircuitSettings
+from connectors.ratelimit import RateLimit
 
 _CHANNEL = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -66,3 +68,72 @@ def channels(env: Mapping[str, str], variable: str, default: tuple[str, ...]) ->
             "(lower-case letters, digits, '_' and '-')",
         )
     return names
+
+
+def flag(env: Mapping[str, str], variable: str, default: bool) -> bool:
+    """An optional boolean: true/false, yes/no, on/off, 1/0."""
+    raw = env.get(variable, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(variable, f"{raw!r} is not a boolean (true/false)")
+
+
+def integer(
+    env: Mapping[str, str], variable: str, default: int, *, minimum: int = 1, maximum: int = 10**9
+) -> int:
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(variable, f"{raw!r} is not an integer") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(variable, f"must be within [{minimum}, {maximum}], got {value}")
+    return value
+
+
+def choice(env: Mapping[str, str], variable: str, options: tuple[str, ...]) -> str:
+    """One of ``options``; the first is the default."""
+    raw = env.get(variable, "").strip().lower()
+    if not raw:
+        return options[0]
+    if raw not in options:
+        raise ConfigError(variable, f"{raw!r} is not one of {', '.join(options)}")
+    return raw
+
+
+def channel_variable(prefix: str, channel: str) -> str:
+    """``ROTA_RATE_LIMIT_`` + ``call-centre`` -> ``ROTA_RATE_LIMIT_CALL_CENTRE``."""
+    return prefix + channel.upper().replace("-", "_")
+
+
+def rate_limits(env: Mapping[str, str], channels: tuple[str, ...]) -> dict[str, RateLimit]:
+    """``ROTA_RATE_LIMIT_<CHANNEL>=per_second[:burst]`` for each of ``channels``."""
+    limits: dict[str, RateLimit] = {}
+    for channel in channels:
+        variable = channel_variable("ROTA_RATE_LIMIT_", channel)
+        raw = env.get(variable, "").strip()
+        if not raw:
+            continue
+        try:
+            limits[channel] = RateLimit.parse(raw)
+        except ValueError:
+            raise ConfigError(
+                variable,
+                f"{raw!r} is not per_second[:burst] (e.g. 50 or 50:200; rate > 0, burst >= 1)",
+            ) from None
+    return limits
+
+
+def circuit(env: Mapping[str, str]) -> CircuitSettings:
+    """``ROTA_CIRCUIT_FAILURES`` (default 5) and ``ROTA_CIRCUIT_COOLDOWN`` (seconds,
+    default 15)."""
+    return CircuitSettings(
+        failure_threshold=integer(env, "ROTA_CIRCUIT_FAILURES", 5, maximum=10_000),
+        cooldown=seconds(env, "ROTA_CIRCUIT_COOLDOWN", 15.0),
+    )

@@ -36,3 +36,24 @@ IN_FLIGHT = Gauge(
     "Actions consumed and not yet finished (delivering, waiting to retry, queued).",
     ["connector"],
 )
+CIRCUIT_STATE = Gauge(
+    "rota_connector_circuit_state",
+    "The connector's circuit breaker: 0 closed, 1 half-open (probing), 2 open (not calling).",
+    ["connector"],
+)
+RATE_LIMIT_WAIT = Counter(
+    "rota_connector_rate_limit_wait_seconds",
+    "Seconds delivery threads waited for a token of the channel's rate limit.",
+    ["connector", "channel"],
+)
+FEEDBACK_EVENTS = Counter(
+    "rota_feedback_events",
+    "Provider callback events received by rota feedback serve, by provider and result "
+    "(published, ignored, unattributed).",
+    ["provider", "result"],
+)
+FEEDBACK_REQUESTS = Counter(
+    "rota_feedback_requests",
+    "Provider callback requests, by provider and HTTP status answered.",
+    ["provider", "status"],
+)

@@ -4,11 +4,17 @@ Every action ends in one outcome event on the touchpoint topic. Its ``event_id``
 pure function of (action id, outcome name), so a redelivered action reports the same
 event again and the engine, which de-duplicates touchpoints by ``event_id``, counts it
 once.
+
+A hard bounce (``Action Bounced``) also says what it means for the profile: properties
+``contact`` (``email``, ``phone``, ``push_token``) and ``bounce: hard``, and the trait
+``<contact>_bounced: true``, so the customer's profile records that this contact point
+no longer reaches them (journeys/README.md, "Channels and reachability").
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from enum import StrEnum
 
 from orchestrator.records import NextBestAction, Scalar, Touchpoint
@@ -22,6 +28,7 @@ class Outcome(StrEnum):
     FAILED = "Action Failed"
     REJECTED = "Action Rejected"
     EXPIRED = "Action Expired"
+    BOUNCED = "Action Bounced"
 
 
 def outcome_event_id(action_id: str, outcome: Outcome) -> str:
@@ -41,9 +48,13 @@ def outcome_touchpoint(
     detail: str = "",
     attempts: int = 0,
     provider_message_id: str | None = None,
+    extra: Mapping[str, Scalar] | None = None,
 ) -> Touchpoint:
-    """The ``outcome`` touchpoint reporting what happened to ``action``."""
+    """The ``outcome`` touchpoint reporting what happened to ``action``; ``extra`` are
+    the connector's own properties (``DeliveryResult.properties``), added first so they
+    cannot overwrite the runner's."""
     properties: dict[str, Scalar] = {
+        **(extra or {}),
         "journey_id": action.journey_id,
         "journey_version": action.journey_version,
         "step": action.step,
@@ -55,6 +66,10 @@ def outcome_touchpoint(
         properties["template"] = action.template
     if provider_message_id is not None:
         properties["provider_message_id"] = provider_message_id
+    traits: dict[str, Scalar] = {}
+    contact = properties.get("contact")
+    if outcome is Outcome.BOUNCED and isinstance(contact, str) and contact:
+        traits[f"{contact}_bounced"] = True
     return Touchpoint(
         event_id=outcome_event_id(action.action_id, outcome),
         type="outcome",
@@ -63,6 +78,7 @@ def outcome_touchpoint(
         occurred_at=occurred_at,
         customer_id=action.customer_id,
         properties=properties,
+        traits=traits,
         source=f"connector:{connector}",
         action_id=action.action_id,
     )

@@ -5,8 +5,9 @@ A package adds a connector by declaring, in its ``pyproject.toml``::
     [project.entry-points."rota.connectors"]
     mychannel = "mypackage.mychannel:MyChannelConnector"
 
-Rota's own (``log``, ``webhook``) are declared the same way, so the project must be
-installed (``pip install -e .``, which ``make`` does) for them to be found.
+Rota's own (``log``, ``webhook``, ``email``, ``sms``, ``push``, ``kafka``) are declared
+the same way, so the project must be installed (``pip install -e .``, which ``make``
+does) for them to be found.
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ The loop, per action read from ``<prefix>.actions.<channel>``:
    (reason ``undecodable``, original bytes kept) and the runner carries on;
 2. hand it to a delivery thread chosen by customer id - actions of one customer stay
    in order, different customers are delivered concurrently;
-3. the thread skips actions already delivered (``DeliveryLedger``) or expired, calls
-   ``connector.deliver`` and retries retryable failures (``RetryPolicy``);
+3. the thread skips actions already delivered (``DeliveryLedger``) or expired, waits
+   while the endpoint's circuit is open (``CircuitBreaker``) and for a token of the
+   channel's rate limit (``TokenBucket``), calls ``connector.deliver`` and retries
+   retryable failures (``RetryPolicy``);
 4. the runner publishes the outcome touchpoint (and a dead letter for failed or
    rejected actions), and only once those are acknowledged by Kafka commits the
    offset - per partition, up to the end of the contiguous run of finished actions
@@ -22,6 +24,10 @@ Ordering and back-pressure: one customer's actions go through one delivery threa
 order, so a customer waiting to retry also holds back the others sharing that thread
 (bounded by the retry policy). At most ``max_in_flight`` actions are read and not yet
 finished; when that stays full for ``pause_after`` seconds the partitions are paused.
+
+Failing endpoints: consecutive retryable failures open the circuit; then no delivery
+thread calls the connector until a probe after the cool-down succeeds. Actions wait
+meanwhile (they are not failed); when waiting fills ``max_in_flight``, reading pauses.
 
 Rebalances: before partitions are given away, their actions in flight are finished
 (up to ``drain_timeout``) and committed, so the next owner does not repeat them.
@@ -49,11 +55,13 @@ from confluent_kafka import TopicPartition as KafkaPartition
 
 from connectors import metrics
 from connectors.base import Connector, DeliveryResult, DeliveryStatus
+from connectors.circuit import CircuitBreaker, CircuitSettings, CircuitState, Permit
 from connectors.ledger import DeliveryLedger, MemoryLedger
 from connectors.offsets import OffsetTracker, TopicPartition
 from connectors.outcomes import Outcome, is_expired, outcome_touchpoint
+from connectors.ratelimit import RateLimit, TokenBucket
 from connectors.retry import RetryPolicy
-from orchestrator.records import NextBestAction, iso
+from orchestrator.records import NextBestAction, Scalar, iso
 from orchestrator.topics import Topics
 from orchestrator.wire import (
     DeadLetter,
@@ -70,6 +78,12 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+def lane_of(customer_id: str, lanes: int) -> int:
+    """The delivery thread of a customer's actions: one customer, one thread, so their
+    actions are delivered in the order they were read."""
+    return zlib.crc32(customer_id.encode()) % lanes
+
+
 class RunnerError(RuntimeError):
     """The runner stopped because going on could lose data (a record it must publish
     was not acknowledged, or the consumer failed fatally). Offsets past the problem
@@ -83,6 +97,7 @@ class Result(StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    BOUNCED = "bounced"
     DUPLICATE = "duplicate"
     ABANDONED = "abandoned"
     """Stopped before it finished: not committed, read again on the next start."""
@@ -93,7 +108,9 @@ _OUTCOME = {
     Result.FAILED: Outcome.FAILED,
     Result.REJECTED: Outcome.REJECTED,
     Result.EXPIRED: Outcome.EXPIRED,
+    Result.BOUNCED: Outcome.BOUNCED,
 }
+_FINAL = {DeliveryStatus.REJECTED: Result.REJECTED, DeliveryStatus.BOUNCED: Result.BOUNCED}
 _DEAD_LETTER_REASON = {Result.FAILED: "delivery_failed", Result.REJECTED: "delivery_rejected"}
 
 
@@ -106,6 +123,7 @@ class RunnerStats:
     failed: int = 0
     rejected: int = 0
     expired: int = 0
+    bounced: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
     retries: int = 0
@@ -131,6 +149,7 @@ class _Done:
     detail: str = ""
     attempts: int = 0
     provider_message_id: str | None = None
+    properties: Mapping[str, Scalar] | None = None
 
 
 class ConnectorRunner:
@@ -146,6 +165,8 @@ class ConnectorRunner:
         max_in_flight: int = 1000,
         delivery_threads: int = 8,
         retry: RetryPolicy | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
+        circuit: CircuitSettings | None = None,
         ledger: DeliveryLedger | None = None,
         now_ms: Callable[[], int] = wall_ms,
         commit_interval: float = 1.0,
@@ -157,8 +178,9 @@ class ConnectorRunner:
     ) -> None:
         """``session_timeout_ms`` is kept short on purpose: the embedded broker delays a
         group join by about half of it. ``now_ms`` judges expiry and stamps outcomes;
-        pass the deployment's clock when time runs faster (demos). ``consumer_config`` and
-        ``producer_config`` are merged over the librdkafka settings chosen here."""
+        pass the deployment's clock when time runs faster (demos). ``rate_limits`` maps a
+        channel to its limit (channels not named are not limited). ``consumer_config``
+        and ``producer_config`` are merged over the librdkafka settings chosen here."""
         if max_in_flight < 1 or delivery_threads < 1:
             raise ValueError("max_in_flight and delivery_threads must be >= 1")
         if not connector.channels:
@@ -173,6 +195,17 @@ class ConnectorRunner:
         self.max_in_flight = max_in_flight
         self.delivery_threads = delivery_threads
         self.retry = retry or RetryPolicy()
+        unknown = sorted(set(rate_limits or {}) - set(connector.channels))
+        if unknown:
+            raise ValueError(f"rate limit for {unknown}: not served by {connector.name!r}")
+        self.rate_limits = dict(rate_limits or {})
+        self._buckets = {
+            topics.actions(channel): (channel, TokenBucket(limit))
+            for channel, limit in self.rate_limits.items()
+        }
+        self.circuit = CircuitBreaker(
+            circuit, on_change=lambda state: metrics.CIRCUIT_STATE.labels(self.name).set(state)
+        )
         self.ledger: DeliveryLedger = ledger if ledger is not None else MemoryLedger()
         self.now_ms = now_ms
         self.commit_interval = commit_interval
@@ -215,6 +248,10 @@ class ConnectorRunner:
         """True while consumption is paused because ``max_in_flight`` actions are
         unfinished (for ``pause_after`` seconds or longer)."""
         return self._paused
+
+    @property
+    def circuit_state(self) -> CircuitState:
+        return self.circuit.state
 
     @property
     def stats(self) -> RunnerStats:
@@ -315,7 +352,7 @@ class ConnectorRunner:
             self._dead_letter(tp, offset, key, value, "undecodable", str(exc))
             self._tracker.completed(tp, offset)
             return
-        lane = zlib.crc32(action.customer_id.encode()) % len(self._lanes)
+        lane = lane_of(action.customer_id, len(self._lanes))
         self._lanes[lane].put(_Job(tp, offset, key, value, action))
 
     def _handle_done(self, timeout: float) -> int:
@@ -351,6 +388,7 @@ class ConnectorRunner:
                 detail=done.detail,
                 attempts=done.attempts,
                 provider_message_id=done.provider_message_id,
+                extra=done.properties,
             )
             self._produce(
                 self.topics.touchpoints, action.customer_id.encode(), encode_touchpoint(touchpoint)
@@ -495,6 +533,7 @@ class ConnectorRunner:
 
     def _stop_lanes(self, threads: list[threading.Thread], wait: float | None = None) -> None:
         self._abandon.set()
+        self.circuit.wake()
         for lane in self._lanes:
             lane.put(None)
         deadline = time.monotonic() + (self.drain_timeout if wait is None else wait)
@@ -539,20 +578,30 @@ class ConnectorRunner:
         attempts = 0
         while True:
             if is_expired(action, self.now_ms()):
-                assert action.expires_at is not None
-                return _Done(job, Result.EXPIRED, f"expired at {iso(action.expires_at)}", attempts)
+                return self._expired(job, attempts)
+            permit = self._wait_turn(job.tp[0])
+            if permit is None:
+                return _Done(job, Result.ABANDONED, "stopped while waiting", attempts)
+            if is_expired(action, self.now_ms()):  # it may have waited a while
+                self.circuit.release(permit)
+                return self._expired(job, attempts)
             attempts += 1
             result = self._attempt(action)
+            endpoint_failed = result.status is DeliveryStatus.FAILED and result.retryable
+            self.circuit.record(permit, ok=not endpoint_failed)
             if result.status is DeliveryStatus.DELIVERED:
                 self.ledger.record(action.action_id)
                 return _Done(
-                    job, Result.DELIVERED, result.detail, attempts, result.provider_message_id
+                    job,
+                    Result.DELIVERED,
+                    result.detail,
+                    attempts,
+                    result.provider_message_id,
+                    result.properties,
                 )
             if not self.retry.should_retry(result, attempts):
-                final = (
-                    Result.REJECTED if result.status is DeliveryStatus.REJECTED else Result.FAILED
-                )
-                return _Done(job, final, result.detail, attempts)
+                final = _FINAL.get(result.status, Result.FAILED)
+                return _Done(job, final, result.detail, attempts, None, result.properties)
             delay = self.retry.delay(attempts, result.retry_after)
             log.info(
                 "connector %s: action %s attempt %d failed (%s); retrying in %.2fs",
@@ -566,6 +615,30 @@ class ConnectorRunner:
                 return _Done(job, Result.ABANDONED, result.detail, attempts)
             self._count("retries")
             metrics.RETRIES.labels(self.name).inc()
+
+    def _expired(self, job: _Job, attempts: int) -> _Done:
+        assert job.action.expires_at is not None
+        return _Done(job, Result.EXPIRED, f"expired at {iso(job.action.expires_at)}", attempts)
+
+    def _wait_turn(self, topic: str) -> Permit | None:
+        """Wait until the circuit allows a call and the channel's rate limit has a token
+        for it; None when stopping. The circuit comes first: a token taken and then held
+        through an outage would let a burst through on recovery."""
+        permit = self.circuit.acquire(self._abandon)
+        if permit is None:
+            return None
+        limited = self._buckets.get(topic)
+        if limited is None:
+            return permit
+        channel, bucket = limited
+        started = time.monotonic()
+        if not bucket.acquire(self._abandon):
+            self.circuit.release(permit)
+            return None
+        waited = time.monotonic() - started
+        if waited > 0.0005:
+            metrics.RATE_LIMIT_WAIT.labels(self.name, channel).inc(waited)
+        return permit
 
     def _attempt(self, action: NextBestAction) -> DeliveryResult:
         started = time.perf_counter()

@@ -22,6 +22,7 @@ commands:
   deploy      validate journey files and deploy them to running workers
   journeys    list | pause ID | resume ID | archive ID  (journeys live on the cluster)
   forget      erase a customer: rota forget CUSTOMER_ID...
+  feedback    receive provider callbacks: rota feedback serve
 
 `rota <command> --help` tells more. Configuration: ROTA_* environment variables (README).
 """
@@ -140,6 +141,12 @@ def _forget(argv: list[str]) -> int:
     return 0
 
 
+def _feedback(argv: list[str]) -> int:
+    from connectors.cli import feedback_main
+
+    return feedback_main(argv)
+
+
 def _demo(argv: list[str]) -> int:
     import threading
 
@@ -175,6 +182,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "deploy": _deploy,
     "journeys": _journeys,
     "forget": _forget,
+    "feedback": _feedback,
 }
 
 
