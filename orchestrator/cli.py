@@ -23,6 +23,7 @@ commands:
   journeys    list | pause ID | resume ID | archive ID  (journeys live on the cluster)
   forget      erase a customer: rota forget CUSTOMER_ID...
   feedback    receive provider callbacks: rota feedback serve
+  bench       measure throughput, latency, timers, recovery, memory: rota bench [--quick] [--out F]
 
 `rota <command> --help` tells more. Configuration: ROTA_* environment variables (README).
 """
@@ -147,6 +148,12 @@ def _feedback(argv: list[str]) -> int:
     return feedback_main(argv)
 
 
+def _bench(argv: list[str]) -> int:
+    from orchestrator.bench import main
+
+    return main(argv)
+
+
 def _demo(argv: list[str]) -> int:
     import threading
 
@@ -183,6 +190,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "journeys": _journeys,
     "forget": _forget,
     "feedback": _feedback,
+    "bench": _bench,
 }
 
 

@@ -124,7 +124,7 @@ class Processor:
             if rec.topic == self.topics.ticks:
                 tick_now = timers.decode_tick(rec.value) or now
                 result.ticks += 1
-                result.fired += self._fire_due(batch, tick_now, result)
+                result.fired += self._fire_due(batch, tick_now, result, observed_at=now)
                 continue
             result.consumed += 1
             self._touchpoint(batch, rec, result)
@@ -164,7 +164,10 @@ class Processor:
             return
         self._apply(batch, customer, decision, result, tp)
 
-    def _fire_due(self, batch: _Batch, now: int, result: BatchResult) -> int:
+    def _fire_due(self, batch: _Batch, now: int, result: BatchResult, *, observed_at: int) -> int:
+        """Fire the timers due by ``now`` (the tick's time). Lateness is measured at
+        ``observed_at`` (the worker's clock now): a tick queued behind a backlog is late
+        by the time it waited too."""
         fired = 0
         for index_key in list(batch.backend.due_timers(now, self.max_fire_per_tick)):
             if index_key in batch.fired:
@@ -173,7 +176,7 @@ class Processor:
             batch.fired.append(index_key)
             fired += 1
             metrics.TIMERS_FIRED.inc()
-            metrics.TIMER_LATENESS_SECONDS.observe(max(0, now - due_at) / 1000)
+            metrics.TIMER_LATENESS_SECONDS.observe(max(0, max(now, observed_at) - due_at) / 1000)
             state = batch.state(customer)
             if state is None:
                 continue  # erased (or never stored): nothing left to act on

@@ -1,0 +1,136 @@
+"""Publishing the workload and watching action topics, with plain confluent-kafka
+clients - what a channel service would use."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from orchestrator import wire
+from orchestrator.bench.workload import Generated
+
+
+def publish_burst(bootstrap: str, topic: str, records: Sequence[Generated]) -> float:
+    """Publish pre-encoded records as fast as the client can; returns the seconds taken
+    (all records acknowledged)."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        }
+    )
+    failed: list[object] = []
+
+    def delivered(err: object, _msg: object) -> None:
+        if err is not None:
+            failed.append(err)
+
+    started = time.monotonic()
+    for rec in records:
+        while True:
+            try:
+                producer.produce(topic, key=rec.key, value=rec.value, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    remaining = producer.flush(120)
+    if remaining or failed:
+        raise RuntimeError(f"publishing to {topic}: {remaining} unsent, {len(failed)} failed")
+    return time.monotonic() - started
+
+
+def publish_paced(
+    bootstrap: str,
+    topic: str,
+    records: Sequence[Generated],
+    rate: float,
+    on_publish: Callable[[Generated, float], None],
+) -> float:
+    """Publish at ``rate`` records/s, calling ``on_publish(record, wall time)`` just
+    before each record is handed to the client; returns the rate achieved."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    started = time.monotonic()
+    for k, rec in enumerate(records):
+        due = started + k / rate
+        delay = due - time.monotonic()
+        if delay > 0.0005:
+            time.sleep(delay)
+        on_publish(rec, time.time())
+        while True:
+            try:
+                producer.produce(topic, key=rec.key, value=rec.value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    elapsed = time.monotonic() - started
+    producer.flush(60)
+    return len(records) / elapsed if elapsed > 0 else 0.0
+
+
+class ActionWatcher:
+    """Reads action topics from the beginning in a background thread and records, for
+    each action, the wall time it became available to a consumer.
+
+    ``keyed_by``: ``"trigger"`` keys arrivals by the action's ``trigger_event_id``;
+    ``"customer"`` by its customer id (timer actions have no trigger event).
+    Partitions are assigned, not subscribed: no consumer-group join to wait for.
+    """
+
+    def __init__(self, bootstrap: str, topics: Sequence[str], *, keyed_by: str) -> None:
+        self.keyed_by = keyed_by
+        self.arrivals: dict[str, float] = {}
+        self.seen = 0
+        self.last_arrival = time.monotonic()
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "rota-bench-actions",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+                "fetch.min.bytes": 1,
+            }
+        )
+        parts = []
+        for topic in topics:
+            meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
+            parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        self._consumer.assign(parts)
+        self._thread = threading.Thread(target=self._run, name="bench-actions", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        by_trigger = self.keyed_by == "trigger"
+        while not self._stop.is_set():
+            msgs = self._consumer.consume(1000, timeout=0.05)
+            now = time.time()
+            for msg in msgs:
+                value = msg.value()
+                if msg.error() is not None or value is None:
+                    continue
+                action = wire.decode_action(value)
+                key = action.trigger_event_id if by_trigger else action.customer_id
+                if key is not None:
+                    self.arrivals.setdefault(key, now)
+                self.seen += 1
+            if msgs:
+                self.last_arrival = time.monotonic()
+
+    def wait_idle(self, quiet: float = 1.0, timeout: float = 60.0) -> None:
+        """Until no action arrived for ``quiet`` seconds (the backlog is read)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() - self.last_arrival < quiet and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._consumer.close()

@@ -1,0 +1,459 @@
+"""The measurements of ``rota bench``, one function per phase, each on its own topics.
+
+Every phase observes the worker from outside - its ``/metrics``, ``/proc`` and the
+action topics - as a user would; only the core-alone phase runs in this process.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator import wire
+from orchestrator.bench import baselines
+from orchestrator.bench.kafka_io import ActionWatcher, publish_burst, publish_paced
+from orchestrator.bench.worker import (
+    BenchWorker,
+    WorkerConfig,
+    histogram_quantile,
+    wait_consumed,
+)
+from orchestrator.bench.workload import (
+    OFFER_CHANNEL,
+    REMINDER_CHANNEL,
+    Generated,
+    Workload,
+    WorkloadSpec,
+    journeys_yaml,
+)
+from orchestrator.core.decide import decide
+from orchestrator.core.state import CustomerState
+from orchestrator.journey.catalog import Catalog
+from orchestrator.records import CHANNELS, Touchpoint
+from orchestrator.run import total
+from orchestrator.topics import Topics, ensure_topics
+
+Progress = Callable[[str], None]
+Figures = dict[str, Any]
+MIB = 1024 * 1024
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each phase is. ``quick`` keeps the whole run under two minutes."""
+
+    events: int
+    customers: int
+    timers: int
+    timer_fire_rate: float
+    timer_backlog: int
+    latency_seconds: float
+    latency_rate: float | None
+    core_events: int
+    partitions: int = 8
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(20_000, 5_000, 10_000, 500, 10_000, 8.0, None, 20_000)
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(300_000, 100_000, 1_000_000, 1_000, 100_000, 30.0, None, 200_000)
+
+
+@dataclass
+class Context:
+    """What every phase shares: one broker, one journeys directory, one work dir."""
+
+    bootstrap: str
+    workdir: Path
+    journeys: Path
+    spec: WorkloadSpec
+    sizes: Sizes
+    progress: Progress
+    run_id: str
+
+    def topics(self, phase: str) -> Topics:
+        topics = Topics(f"bench{self.run_id}-{phase}")
+        ensure_topics(self.bootstrap, topics.all_for(CHANNELS), partitions=self.sizes.partitions)
+        return topics
+
+    def worker(self, topics: Topics, name: str, app_id: str | None = None) -> BenchWorker:
+        return BenchWorker(
+            WorkerConfig(
+                bootstrap=self.bootstrap,
+                prefix=topics.prefix,
+                app_id=app_id or f"{topics.prefix}-worker",
+                journeys=self.journeys,
+                data_dir=self.workdir / f"data-{name}",
+                log_path=self.workdir / f"{name}.log",
+                partitions=self.sizes.partitions,
+            )
+        )
+
+
+def _quantiles(values: Sequence[float], *qs: float) -> list[float]:
+    ordered = sorted(values)
+    if not ordered:
+        return [0.0 for _ in qs]
+    last = len(ordered) - 1
+    return [ordered[min(last, round(q * last))] for q in qs]
+
+
+# -- 1, 2, 7: throughput, baselines, latency ------------------------------------------
+
+
+def throughput_and_latency(ctx: Context) -> tuple[Figures, Figures, Figures]:
+    """Pre-load ``events`` touchpoints; the two baselines and then a Rota worker consume
+    the same topic. The warm worker then takes paced traffic for the latency figure."""
+    sizes, progress = ctx.sizes, ctx.progress
+    topics = ctx.topics("tp")
+    progress(f"generating {sizes.events:,} touchpoints for {ctx.spec.customers:,} customers")
+    records = Workload(ctx.spec).encoded(sizes.events)
+    expected_actions = sum(r.acts for r in records)
+    seconds = publish_burst(ctx.bootstrap, topics.touchpoints, records)
+    progress(f"published {len(records):,} touchpoints in {seconds:.1f} s")
+    timeout = 120 + sizes.events / 500
+
+    found: Figures = {}
+    for kind, label in (("loop", "confluent_rocksdict_loop"), ("faust", "faust_take_events")):
+        progress(f"baseline {label}: consuming {sizes.events:,} touchpoints")
+        found[label] = baselines.measure(
+            kind,
+            bootstrap=ctx.bootstrap,
+            topic=topics.touchpoints,
+            count=sizes.events,
+            workdir=ctx.workdir / "baselines",
+            timeout=timeout,
+        )
+        progress(f"  {label}: {found[label]['events_per_second']:,.0f} events/s")
+
+    progress(f"rota worker: consuming {sizes.events:,} touchpoints")
+    worker = ctx.worker(topics, "throughput")
+    try:
+        run = wait_consumed(
+            worker, sizes.events, progress=progress, label="rota worker", timeout=timeout
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            samples = worker.samples()
+            emitted = total(samples, "rota_actions_emitted_total")
+            if emitted >= expected_actions:
+                break
+            time.sleep(0.1)
+        throughput: Figures = {
+            "events": sizes.events,
+            "seconds": run.seconds,
+            "events_per_second": run.rate,
+            "actions_expected": expected_actions,
+            "actions_emitted": emitted,
+            "cold_start_seconds": run.first_at - worker.started,
+            "journeys_live": total(samples, "rota_journeys_live"),
+        }
+        progress(
+            f"  rota worker: {run.rate:,.0f} touchpoints/s, {emitted:,.0f} actions "
+            f"(first event {throughput['cold_start_seconds']:.1f} s after start)"
+        )
+        found["ratio_to_faust"] = run.rate / found["faust_take_events"]["events_per_second"]
+        found["ratio_to_loop"] = run.rate / found["confluent_rocksdict_loop"]["events_per_second"]
+        latency = _latency(ctx, topics, worker, sizes.events, run.rate)
+    finally:
+        worker.stop()
+    return throughput, found, latency
+
+
+def _latency(
+    ctx: Context, topics: Topics, worker: BenchWorker, consumed: int, max_rate: float
+) -> Figures:
+    sizes = ctx.sizes
+    rate = sizes.latency_rate or max(50.0, max_rate / 2)
+    count = int(rate * sizes.latency_seconds)
+    records = Workload(ctx.spec, seed_offset=1).encoded(count)
+    watcher = ActionWatcher(ctx.bootstrap, [topics.actions(OFFER_CHANNEL)], keyed_by="trigger")
+    try:
+        watcher.wait_idle(quiet=1.0)  # the throughput phase's actions are read first
+        published: dict[str, float] = {}
+
+        def note(rec: Generated, at: float) -> None:
+            if rec.acts:
+                published[rec.event_id] = at
+
+        ctx.progress(
+            f"latency: {count:,} touchpoints at {rate:,.0f}/s "
+            f"({sizes.latency_seconds:g} s; half the measured maximum unless --rate)"
+        )
+        lag_before = worker.histogram("rota_event_lag_seconds")
+        achieved = publish_paced(ctx.bootstrap, topics.touchpoints, records, rate, note)
+        wait_consumed(
+            worker,
+            count,
+            baseline=consumed,
+            progress=ctx.progress,
+            label="latency",
+            timeout=60 + count / 200,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(e in watcher.arrivals for e in published):
+            time.sleep(0.1)
+        latencies = [
+            (watcher.arrivals[e] - t) * 1000 for e, t in published.items() if e in watcher.arrivals
+        ]
+        lag_after = worker.histogram("rota_event_lag_seconds")
+    finally:
+        watcher.close()
+    p50, p95, p99, pmax = _quantiles(latencies, 0.5, 0.95, 0.99, 1.0)
+    ctx.progress(
+        f"  latency p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {pmax:.1f} ms"
+    )
+    return {
+        "offered_rate": rate,
+        "achieved_rate": achieved,
+        "seconds": sizes.latency_seconds,
+        "actions_expected": len(published),
+        "actions_received": len(latencies),
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "max_ms": pmax,
+        # The worker's own view (Kafka timestamp -> end of processing, bucketed): the
+        # rest of the latency is producing the action and a consumer fetching it.
+        "worker_event_lag_p50_ms": _ms(histogram_quantile(lag_before, lag_after, 0.5)),
+        "worker_event_lag_p99_ms": _ms(histogram_quantile(lag_before, lag_after, 0.99)),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+# -- 3, 4, 5: timers, memory, recovery ------------------------------------------------
+
+
+def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figures, Figures]:
+    """One worker arms ``timers`` reminders (one customer each): most due in 30 days,
+    a burst due while a backlog of ordinary traffic is ingested. Ingestion speed with
+    and without the burst firing gives the slowdown; the action each fired timer emits
+    gives its lateness. Then the worker's RSS, and a fresh worker with an empty data
+    directory rebuilds its state from the changelogs."""
+    sizes, progress, spec = ctx.sizes, ctx.progress, ctx.spec
+    topics = ctx.topics("timers")
+    window = max(5.0, sizes.timer_backlog / max(max_rate, 1.0))
+    burst = int(max(100, min(sizes.timers // 2, sizes.timer_fire_rate * window)))
+    far = sizes.timers - burst
+    worker = ctx.worker(topics, "timers")
+    customers: set[bytes] = set()
+    try:
+        warm = Workload(spec, seed_offset=9).encoded(1)
+        publish_burst(ctx.bootstrap, topics.touchpoints, warm)
+        wait_consumed(worker, 1, progress=progress, label="timer worker start", timeout=120)
+        rss_base = worker.rss_bytes()
+        customers.update(r.key for r in warm)
+
+        progress(f"timers: arming {far:,} timers due in 30 days")
+        later = int(time.time() * 1000) + 30 * _DAY_MS
+        arm = Workload(spec, seed_offset=4).reminders(0, far, [later] * far)
+        customers.update(r.key for r in arm)
+        base = worker.consumed()
+        publish_burst(ctx.bootstrap, topics.touchpoints, arm)
+        del arm
+        wait_consumed(
+            worker,
+            far,
+            baseline=base,
+            progress=progress,
+            label="arming",
+            timeout=300 + far / 500,
+        )
+
+        progress(f"timers: ingesting {sizes.timer_backlog:,} touchpoints, no timer due")
+        idle = _ingest(ctx, worker, topics, seed_offset=5, customers=customers)
+
+        lead = 5.0 + burst * 40e-6 + 1.5 * burst / max(max_rate, 1.0)
+        start_ms = int((time.time() + lead) * 1000)
+        due = [start_ms + int(window * 1000 * k / burst) for k in range(burst)]
+        progress(
+            f"timers: {burst:,} timers due over {window:.1f} s from {lead:.0f} s on "
+            f"({burst / window:,.0f}/s) with {sizes.timers:,} pending"
+        )
+        watcher = ActionWatcher(
+            ctx.bootstrap, [topics.actions(REMINDER_CHANNEL)], keyed_by="customer"
+        )
+        try:
+            soon = Workload(spec, seed_offset=6).reminders(far, burst, due)
+            customers.update(r.key for r in soon)
+            base = worker.consumed()
+            publish_burst(ctx.bootstrap, topics.touchpoints, soon)
+            wait_consumed(
+                worker, burst, baseline=base, progress=progress, label="arming", timeout=300
+            )
+            backlog = Workload(spec, seed_offset=7).encoded(sizes.timer_backlog)
+            late_before = worker.histogram("rota_timer_lateness_seconds")
+            delay = start_ms / 1000 - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                progress(f"  (arming ran {-delay:.1f} s past the first due time)")
+            firing = _ingest(ctx, worker, topics, records=backlog, customers=customers)
+            deadline = time.time() + window + 60
+            while time.time() < deadline and len(watcher.arrivals) < burst:
+                time.sleep(0.2)
+            late_after = worker.histogram("rota_timer_lateness_seconds")
+            due_of = {r.key.decode(): d for r, d in zip(soon, due, strict=True)}
+            lateness = [
+                watcher.arrivals[c] - d / 1000 for c, d in due_of.items() if c in watcher.arrivals
+            ]
+        finally:
+            watcher.close()
+        l50, l99, lmax = _quantiles(lateness, 0.5, 0.99, 1.0)
+        slowdown = 1 - firing / idle if idle else 0.0
+        timer_figures: Figures = {
+            "pending": sizes.timers,
+            "fired_expected": burst,
+            "fired_observed": len(lateness),
+            "fire_rate": burst / window,
+            "window_seconds": window,
+            "lateness_p50_s": l50,
+            "lateness_p99_s": l99,
+            "lateness_max_s": lmax,
+            "ingestion_idle_eps": idle,
+            "ingestion_firing_eps": firing,
+            "ingestion_slowdown": slowdown,
+            # The worker's own histogram: due time to the tick that fired it, so it
+            # leaves out processing the tick and producing the action.
+            "worker_lateness_p50_s": histogram_quantile(late_before, late_after, 0.5),
+            "worker_lateness_p99_s": histogram_quantile(late_before, late_after, 0.99),
+        }
+        progress(
+            f"  lateness p50 {l50:.3f} s, p99 {l99:.3f} s; ingestion {idle:,.0f}/s idle, "
+            f"{firing:,.0f}/s while firing ({slowdown:+.1%} slower)"
+        )
+        samples = worker.samples()
+        rss = worker.rss_bytes()
+        estimate = total(samples, "rota_state_customers")
+        n = len(customers)
+        memory: Figures = {
+            "rss_mib": rss / MIB,
+            "rss_base_mib": rss_base / MIB,
+            "customers": n,
+            "customers_estimate": estimate,
+            "mib_per_million_customers": (rss - rss_base) / MIB * 1_000_000 / n,
+            "projected_rss_mib_at_1m": (rss_base + (rss - rss_base) * 1_000_000 / n) / MIB,
+        }
+        progress(
+            f"memory: RSS {rss / MIB:,.0f} MiB with {n:,} customers "
+            f"(+{memory['mib_per_million_customers']:,.0f} MiB per million over "
+            f"{rss_base / MIB:,.0f} MiB at start)"
+        )
+    finally:
+        worker.stop()
+    recovery = _recover(ctx, topics, n)
+    return timer_figures, memory, recovery
+
+
+def _ingest(
+    ctx: Context,
+    worker: BenchWorker,
+    topics: Topics,
+    *,
+    customers: set[bytes],
+    seed_offset: int = 0,
+    records: list[Generated] | None = None,
+) -> float:
+    if records is None:
+        records = Workload(ctx.spec, seed_offset=seed_offset).encoded(ctx.sizes.timer_backlog)
+    customers.update(r.key for r in records)
+    base = worker.consumed()
+    publish_burst(ctx.bootstrap, topics.touchpoints, records)
+    run = wait_consumed(
+        worker,
+        len(records),
+        baseline=base,
+        progress=ctx.progress,
+        label="ingestion",
+        timeout=120 + len(records) / 500,
+    )
+    return run.rate
+
+
+def _recover(ctx: Context, topics: Topics, customers: int) -> Figures:
+    ctx.progress(
+        f"recovery: a worker with an empty data directory rebuilds {customers:,} customers"
+    )
+    worker = ctx.worker(topics, "recovered", app_id=f"{topics.prefix}-worker")
+    try:
+        marker = Workload(ctx.spec, seed_offset=8).encoded(1)
+        publish_burst(ctx.bootstrap, topics.touchpoints, marker)
+        run = wait_consumed(
+            worker,
+            1,
+            progress=ctx.progress,
+            label="recovery",
+            timeout=300 + customers / 1000,
+            interval=0.1,
+        )
+        seconds = run.first_at - worker.started
+        time.sleep(1.5)  # the size gauges are refreshed on timer ticks
+        estimate = total(worker.samples(), "rota_state_customers")
+        rss = worker.rss_bytes()
+    finally:
+        worker.stop()
+    ctx.progress(
+        f"  resumed {seconds:.1f} s after start ({customers / seconds:,.0f} customers/s; "
+        f"~{estimate:,.0f} customers in state)"
+    )
+    return {
+        "customers": customers,
+        "seconds": seconds,
+        "customers_per_second": customers / seconds,
+        "customers_estimate": estimate,
+        "rss_mib": rss / MIB,
+    }
+
+
+# -- 6: the core alone ----------------------------------------------------------------
+
+
+def core_alone(spec: WorkloadSpec, events: int) -> Figures:
+    """``decide`` over generated touchpoints in this process: one core, no I/O. Also
+    timed with the state codec, as the worker pays it once per customer per batch."""
+    catalog = Catalog.from_yaml(journeys_yaml(spec))
+    tps: list[Touchpoint] = [tp for tp, _ in Workload(spec, seed_offset=3).touchpoints(events)]
+    states: dict[str, CustomerState] = {}
+    actions = 0
+    started = time.perf_counter()
+    for tp in tps:
+        customer = tp.subject
+        d = decide(states.get(customer), tp, catalog, customer_id=customer)
+        states[customer] = d.state
+        actions += len(d.actions)
+    pure = time.perf_counter() - started
+
+    blobs: dict[str, bytes] = {}
+    encoded = [wire.encode_touchpoint(tp) for tp in tps]
+    started = time.perf_counter()
+    for raw in encoded:
+        tp = wire.decode_touchpoint(raw)
+        customer = tp.subject
+        blob = blobs.get(customer)
+        state = CustomerState.from_bytes(blob) if blob is not None else None
+        d = decide(state, tp, catalog, customer_id=customer)
+        blobs[customer] = d.state.to_bytes()
+        for action in d.actions:
+            wire.encode_action(action)
+    with_codec = time.perf_counter() - started
+    return {
+        "journeys": len(catalog),
+        "decisions": events,
+        "actions": actions,
+        "decisions_per_second": events / pure,
+        "with_codecs_per_second": events / with_codec,
+    }
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:8]

@@ -1,0 +1,117 @@
+"""``rota bench``: the workload does what its parameters say, and a quick run on the real
+broker reports every figure, each sane (non-zero, latencies ordered) - not that it meets
+its target: that depends on the machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from orchestrator import wire
+from orchestrator.bench import report
+from orchestrator.bench.worker import histogram_quantile
+from orchestrator.bench.workload import Workload, WorkloadSpec, journeys_yaml
+from orchestrator.core.decide import decide
+from orchestrator.core.state import CustomerState
+from orchestrator.journey.catalog import Catalog
+
+
+def test_workload_has_fifty_journeys_and_the_configured_shares_of_actions():
+    spec = WorkloadSpec(customers=500, journey_share=0.3, action_share=0.1)
+    catalog = Catalog.from_yaml(journeys_yaml(spec))
+    assert len(catalog) == 50
+    states: dict[str, CustomerState] = {}
+    outcome: Counter[str] = Counter()
+    events = list(Workload(spec).touchpoints(10_000))
+    for tp, acts in events:
+        d = decide(states.get(tp.subject), tp, catalog, customer_id=tp.subject)
+        states[tp.subject] = d.state
+        assert len(d.actions) == (1 if acts else 0)
+        outcome["actions"] += len(d.actions)
+        outcome["journey"] += tp.name.startswith("Offer ")
+        outcome["moved"] += bool(d.funnel)
+    assert 0.08 < outcome["actions"] / len(events) < 0.12
+    assert 0.25 < outcome["journey"] / len(events) < 0.35
+    assert outcome["actions"] < outcome["moved"] <= outcome["journey"]
+
+
+def test_workload_is_deterministic_and_reminders_arm_one_timer_each():
+    spec = WorkloadSpec(customers=100)
+
+    def names(w: Workload) -> list[tuple[str, str, str]]:
+        return [(tp.event_id, tp.subject, tp.name) for tp, _ in w.touchpoints(50)]
+
+    assert names(Workload(spec)) == names(Workload(spec))  # occurred_at is the wall clock
+    catalog = Catalog.from_yaml(journeys_yaml(spec))
+    (armed,) = Workload(spec).reminders(0, 1, [2_000_000_000_000])
+    tp = wire.decode_touchpoint(armed.value)
+    d = decide(None, tp, catalog, customer_id=tp.subject)
+    assert [t.due_at for t in d.timers_set] == [2_000_000_000_000]
+
+
+def test_histogram_quantile_interpolates_within_the_bucket_of_the_delta():
+    before = {0.1: 10.0, 1.0: 10.0, float("inf"): 10.0}
+    after = {0.1: 10.0, 1.0: 110.0, float("inf"): 110.0}
+    assert histogram_quantile(before, after, 0.5) == pytest.approx(0.55)
+    assert histogram_quantile(after, after, 0.5) is None
+
+
+FIGURES = {
+    "throughput": ["events_per_second", "seconds", "actions_emitted", "cold_start_seconds"],
+    "latency": ["offered_rate", "achieved_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms"],
+    "timers": [
+        "pending",
+        "fired_observed",
+        "fire_rate",
+        "lateness_p50_s",
+        "lateness_p99_s",
+        "ingestion_idle_eps",
+        "ingestion_firing_eps",
+    ],
+    "recovery": ["customers", "seconds", "customers_per_second"],
+    "memory": ["rss_mib", "customers", "mib_per_million_customers"],
+    "core": ["journeys", "decisions_per_second", "with_codecs_per_second"],
+}
+
+
+@pytest.mark.kafka
+def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "bench", "--quick", "--out", str(out)],
+        env={**os.environ, "ROTA_KAFKA_BOOTSTRAP": kafka.bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "sustained throughput" in proc.stdout  # the table was printed
+    results = json.loads(out.read_text())
+    for section, names in FIGURES.items():
+        for name in names:
+            value = results[section][name]
+            assert isinstance(value, int | float) and math.isfinite(value), (section, name)
+            assert value > 0, (section, name, value)
+    for name in ("faust_take_events", "confluent_rocksdict_loop"):
+        assert results["baselines"][name]["events_per_second"] > 0
+    assert results["baselines"]["ratio_to_faust"] > 0
+    assert results["baselines"]["ratio_to_loop"] > 0
+    lat = results["latency"]
+    assert lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert lat["actions_received"] == lat["actions_expected"] > 0
+    timers = results["timers"]
+    assert timers["lateness_p50_s"] <= timers["lateness_p99_s"] <= timers["lateness_max_s"]
+    assert timers["fired_observed"] == timers["fired_expected"]
+    assert math.isfinite(timers["ingestion_slowdown"])
+    assert results["core"]["journeys"] == 50
+    assert results["throughput"]["journeys_live"] == 50
+    assert results["throughput"]["actions_emitted"] >= results["throughput"]["actions_expected"]
+    assert [v["figure"] for v in results["verdicts"]] == [r.figure.strip() for r in report.ROWS]
+    assert results["mode"] == "quick"
