@@ -23,6 +23,7 @@ commands:
   journeys    list | pause ID | resume ID | archive ID  (journeys live on the cluster)
   forget      erase a customer: rota forget CUSTOMER_ID...
   feedback    receive provider callbacks: rota feedback serve
+  ingest      rota ingest serve | cloudevents  (Segment HTTP API; CloudEvents bridge)
   bench       measure throughput, latency, timers, recovery, memory: rota bench [--quick] [--out F]
 
 `rota <command> --help` tells more. Configuration: ROTA_* environment variables (README).
@@ -149,9 +150,27 @@ def _feedback(argv: list[str]) -> int:
 
 
 def _bench(argv: list[str]) -> int:
+    if argv[:1] == ["ingest"]:
+        from orchestrator.ingest.load import main as ingest_load
+
+        return ingest_load(argv[1:])
     from orchestrator.bench import main
 
     return main(argv)
+
+
+def _ingest(argv: list[str]) -> int:
+    import importlib
+
+    modules = {
+        "serve": "orchestrator.ingest.http",
+        "cloudevents": "orchestrator.ingest.cloudevents_bridge",
+    }
+    if not argv or argv[0] not in modules:
+        print("usage: rota ingest serve|cloudevents [options]", file=sys.stderr)
+        return 2
+    main: Callable[[list[str]], int] = importlib.import_module(modules[argv[0]]).main
+    return main(argv[1:])
 
 
 def _demo(argv: list[str]) -> int:
@@ -191,6 +210,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "forget": _forget,
     "feedback": _feedback,
     "bench": _bench,
+    "ingest": _ingest,
 }
 
 
