@@ -76,8 +76,7 @@ def run_connectors(
     logging.getLogger("connectors").setLevel(log_level.upper())
     try:
         settings = Settings.from_env(env)
-        if not settings.kafka_bootstrap:
-            raise SettingsError("ROTA_KAFKA_BOOTSTRAP is required (host:port of Kafka)")
+        bootstrap = settings.bootstrap()
         connectors = [_build(name, env) for name in dict.fromkeys(names)]
         metrics_port = _port(env, "ROTA_CONNECTOR_METRICS_PORT")
         lanes = config.integer(env, "ROTA_CONNECTOR_THREADS", 8, maximum=256)
@@ -95,7 +94,7 @@ def run_connectors(
     runners = [
         ConnectorRunner(
             connector,
-            bootstrap=settings.kafka_bootstrap,
+            bootstrap=bootstrap,
             topics=settings.topics,
             session_timeout_ms=settings.session_timeout_ms,
             ledger=_ledger(data_dir, connector.name),
@@ -194,8 +193,7 @@ def serve_feedback(
     logging.getLogger("connectors").setLevel(log_level.upper())
     try:
         settings = Settings.from_env(env)
-        if not settings.kafka_bootstrap:
-            raise SettingsError("ROTA_KAFKA_BOOTSTRAP is required (host:port of Kafka)")
+        bootstrap = settings.bootstrap()
         feedback = FeedbackSettings.from_env(env)
     except (SettingsError, ConfigError) as exc:
         print(f"rota feedback serve: {exc}", file=sys.stderr)
@@ -204,7 +202,7 @@ def serve_feedback(
         logging.getLogger("connectors.feedback").warning("%s", warning)
     server = FeedbackServer(
         feedback,
-        Publisher(settings.kafka_bootstrap, settings.topics.touchpoints),
+        Publisher(bootstrap, settings.topics.touchpoints),
         now_ms=settings.clock.now,
     )
     stop = stop or threading.Event()

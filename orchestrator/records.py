@@ -203,7 +203,7 @@ def _from_json(cls: type[_R], data: Mapping[str, Any]) -> _R:
         elif name in ("properties", "traits", "payload"):
             if not isinstance(value, Mapping):
                 raise ValueError(f"{name} must be an object")
-            value = {str(k): _scalar(v) for k, v in value.items()}
+            value = {str(k): to_scalar(v) for k, v in value.items()}
         kwargs[name] = value
     missing = [
         f.name
@@ -217,9 +217,15 @@ def _from_json(cls: type[_R], data: Mapping[str, Any]) -> _R:
     return cls(**kwargs)
 
 
-def _scalar(value: Any) -> Scalar:
-    """Nested JSON values become JSON strings, as on the wire."""
-    if value is None or isinstance(value, bool | int | float | str):
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+
+def to_scalar(value: Any) -> Scalar:
+    """A JSON value as the scalar maps hold it: nested objects and arrays become JSON
+    strings with sorted keys, integers beyond Avro's ``long`` decimal strings."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if _LONG_MIN <= value <= _LONG_MAX else str(value)
+    if value is None or isinstance(value, bool | float | str):
         return value
     import orjson
 

@@ -66,7 +66,7 @@ class Settings:
         start a broker of their own, so for them the address is required."""
         if not self.kafka_bootstrap:
             raise SettingsError(
-                "ROTA_KAFKA_BOOTSTRAP is not set: give host:port[,host:port] of the Kafka "
+                "ROTA_KAFKA_BOOTSTRAP is required: host:port[,host:port] of the Kafka "
                 "cluster (`rota run` starts a local one for you)"
             )
         return self.kafka_bootstrap

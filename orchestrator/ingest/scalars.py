@@ -9,17 +9,10 @@ from typing import Any
 
 import orjson
 
-from orchestrator.records import Scalar
+from orchestrator.records import Scalar, to_scalar
 
-_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
-
-
-def scalar(value: Any) -> Scalar:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if _LONG_MIN <= value <= _LONG_MAX else str(value)
-    if value is None or isinstance(value, bool | float | str):
-        return value
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+#: The one rule, shared with ``Touchpoint.from_json``.
+scalar = to_scalar
 
 
 def scalars(obj: Mapping[str, Any]) -> dict[str, Scalar]:
