@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +28,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust import streams
 from faust.tables import recovery
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -42,11 +46,23 @@ def partition_db(table: Any, partition: int) -> Any:
     return table.data._db_for_partition(partition)
 
 
+#: How long recovery may wait for the broker to answer the end-of-changelog probe.
+PROBE_DEADLINE_S = 120.0
+
+
 def true_end_offsets(
-    bootstrap: str, reported: dict[tuple[str, int], int]
+    bootstrap: str, reported: dict[tuple[str, int], int], deadline_s: float = PROBE_DEADLINE_S
 ) -> dict[tuple[str, int], int]:
-    """The offset after the last readable record of each partition, read from the
-    reported high watermark on (a correct broker has nothing past it)."""
+    """The offset after the last readable record of each partition.
+
+    It reads from the reported high watermark - 1, which is always a record (the last
+    one on a correct broker, the first of the last batch on Tansu). A partition is done
+    once that record or end-of-partition has arrived: a fetch delivers whole batches, so
+    the rest of the batch is then already queued and one short drain takes it. Waiting
+    for every partition, instead of for a quiet second, matters: a fresh consumer on a
+    loaded machine can take longer than that to fetch, and stopping early would recover
+    too little state.
+    """
     ends = dict(reported)
     probe = {tp: hw for tp, hw in reported.items() if hw > 0}
     if not probe:
@@ -61,21 +77,31 @@ def true_end_offsets(
     )
     try:
         consumer.assign([TopicPartition(t, p, hw - 1) for (t, p), hw in probe.items()])
-        pending = set(probe)
-        while pending:
-            msgs = consumer.consume(1000, timeout=1.0)
-            if not msgs:
-                break
+        unseen = set(probe)
+        give_up = time.monotonic() + deadline_s
+        while True:
+            msgs = consumer.consume(1000, timeout=0.5)
             for msg in msgs:
                 tp = (msg.topic() or "", msg.partition() or 0)
                 err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(tp)
+                if err is None:
+                    ends[tp] = max(ends[tp], (msg.offset() or 0) + 1)
+                elif err.code() != KafkaError._PARTITION_EOF:
                     continue
-                ends[tp] = max(ends[tp], (msg.offset() or 0) + 1)
+                unseen.discard(tp)
+            overdue = time.monotonic() > give_up
+            if not unseen and (not msgs or overdue):  # overdue: a writer is still busy
+                break
+            if overdue:
+                raise RuntimeError(
+                    f"changelog recovery: no answer from the broker for {sorted(unseen)} "
+                    f"within {deadline_s:.0f} s; refusing to recover from a partial log"
+                )
     finally:
         consumer.close()
+    moved = {tp: (reported[tp], end) for tp, end in ends.items() if end != reported[tp]}
+    if moved:
+        log.debug("changelog ends past the reported high watermark: %s", moved)
     return ends
 
 
