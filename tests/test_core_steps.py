@@ -117,6 +117,44 @@ done: {type: end}
     assert nobody.actions == () and nobody.state.instances == ()  # skipped, journey went on
 
 
+def test_the_action_carries_the_channels_contact_point_and_the_greeting_traits():
+    cat = journey("""
+send: {type: action, channels: [sms, email], template: t, params: {pct: 5}, next: done}
+done: {type: end}
+""")
+    traits = {"email": "ann@example.com", "phone": "+447700900123", "first_name": "Ann"}
+    (a,) = decide(None, tp("Go", traits=traits), cat, customer_id="c1").actions
+    assert dict(a.payload) == {"pct": 5, "phone": "+447700900123", "first_name": "Ann"}
+    push = journey(
+        "send: {type: action, channel: push, template: t, next: done}\ndone: {type: end}"
+    )
+    (p,) = decide(None, tp("Go", traits={"push_token": "tok"}), push, customer_id="c1").actions
+    assert dict(p.payload) == {"push_token": "tok"}  # no email on a push, no absent names
+
+
+def test_a_hard_bounced_contact_point_is_unreachable_until_a_new_one_arrives():
+    c = Customer(
+        journey(
+            """
+send: {type: action, channels: [email, sms], template: t, next: done}
+done: {type: end}
+""",
+            entry="entry: {event: Go, reentry: always}",
+        )
+    )
+    c.send(tp("Identify", traits={"email": "old@example.com", "phone": "+447700900123"}))
+    c.send(tp("Email Bounced", traits={"email_bounced": True}))
+    c.send(tp("Go"))
+    assert c.actions[-1].channel == "sms"  # the dead address is skipped
+    c.send(tp("Identify", traits={"email": "old@example.com"}))  # same address: still dead
+    c.send(tp("Go"))
+    assert c.actions[-1].channel == "sms"
+    c.send(tp("Identify", traits={"email": "new@example.com"}))
+    c.send(tp("Go"))
+    assert (c.actions[-1].channel, c.actions[-1].payload["email"]) == ("email", "new@example.com")
+    assert "email_bounced" not in c.state.profile.traits
+
+
 def test_wait_duration_sets_a_timer_and_resumes_when_it_fires():
     c = Customer(journey("w: {type: wait, duration: 2h, next: send}\n" + SEND_END))
     d = c.send(tp("Go"))

@@ -28,7 +28,7 @@ from typing import Any
 from orchestrator.core import ids
 from orchestrator.core.decision import FunnelEvent, Timer, TimerFired
 from orchestrator.core.localtime import next_local_time, trait_time
-from orchestrator.core.profile import as_cel, fold
+from orchestrator.core.profile import CONTACT_TRAITS, PERSONALISATION_TRAITS, as_cel, fold
 from orchestrator.core.state import CustomerState, History, Instance, Profile
 from orchestrator.journey.catalog import Catalog, DedupWindow
 from orchestrator.journey.conditions import Condition
@@ -43,7 +43,7 @@ from orchestrator.journey.plan import (
     WaitForStep,
     WaitStep,
 )
-from orchestrator.records import NextBestAction, Touchpoint, iso
+from orchestrator.records import NextBestAction, Scalar, Touchpoint, iso
 
 #: A journey that passes this many steps without waiting in one decision is stopped.
 #: Validation rejects loops without a wait, so this only guards against bugs.
@@ -402,7 +402,7 @@ class _Run:
         action_id = ids.action_id(
             self.customer, plan.id, plan.version, inst.instance_id, step.name, visit
         )
-        payload = dict(step.params)
+        payload = {**step.params, **self._contact(channel)}
         if inst.variant is not None:
             payload["variant"] = inst.variant
         self.actions.append(
@@ -429,18 +429,27 @@ class _Run:
         self._note(inst, f"{step.name}: send {step.template or step.offer or ''} on {channel}")
         return inst
 
+    def _contact(self, channel: str) -> dict[str, Scalar]:
+        """What the connector needs to address and greet the customer: the channel's
+        contact point and the personalisation traits, copied from the profile at
+        decision time so a connector never looks a customer up."""
+        traits = self.profile.traits
+        names = (*PERSONALISATION_TRAITS, CONTACT_TRAITS.get(channel, ""))
+        return {n: traits[n] for n in names if traits.get(n) is not None}
+
     def _reachable(self, channel: str) -> bool:
         """Whether ``channel`` can reach the customer (journeys/README.md, Channels)."""
         p = self.profile
         traits = p.traits
         if channel in p.unsubscribed or traits.get(f"{channel}_consent") is False:
             return False
-        if channel == "email":
-            return bool(traits.get("email"))
-        if channel == "sms":
-            return bool(traits.get("phone"))
+        contact = CONTACT_TRAITS.get(channel)
+        if contact and traits.get(f"{contact}_bounced") is True:
+            return False
         if channel == "push":
             return traits.get("push_consent") is True or bool(traits.get("push_token"))
+        if contact:
+            return bool(traits.get(contact))
         if channel == "in_app":
             return "app" in p.last_seen
         return True

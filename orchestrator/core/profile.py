@@ -27,6 +27,12 @@ _SURVEY_FIELD = {"nps": "nps", "csat": "csat", "ces": "effort", "effort": "effor
 #: Consent outcomes: the channel is ``properties.channel`` or the event's channel.
 UNSUBSCRIBE_EVENTS = frozenset({"Unsubscribed"})
 RESUBSCRIBE_EVENTS = frozenset({"Subscribed", "Resubscribed"})
+#: Channel -> the trait holding the customer's address on it. A connector that finds
+#: the address dead (hard bounce) sets the trait ``<contact>_bounced``; a new address
+#: clears it.
+CONTACT_TRAITS: Mapping[str, str] = {"email": "email", "sms": "phone", "push": "push_token"}
+#: Traits copied into every action's payload, for templates to greet the customer.
+PERSONALISATION_TRAITS = ("first_name", "last_name", "name")
 
 
 def fold(profile: Profile, tp: Touchpoint) -> Profile:
@@ -51,7 +57,7 @@ def fold(profile: Profile, tp: Touchpoint) -> Profile:
     traits = p.traits
     timezone = p.timezone
     if tp.traits:
-        traits = {**traits, **tp.traits}
+        traits = _merge_traits(traits, tp.traits)
     trait_tz = traits.get("timezone")
     if isinstance(trait_tz, str) and trait_tz:
         timezone = trait_tz  # the customer's own setting beats the device's zone
@@ -89,6 +95,15 @@ def fold(profile: Profile, tp: Touchpoint) -> Profile:
         traits, counts, last_at, last_seen, first_seen, last_event, order_count, total_spent,
         nps, csat, effort, p.stage, timezone, unsubscribed,
     )  # fmt: skip
+
+
+def _merge_traits(traits: Mapping[str, Scalar], new: Mapping[str, Scalar]) -> dict[str, Scalar]:
+    merged = {**traits, **new}
+    for contact in CONTACT_TRAITS.values():
+        changed = contact in new and new[contact] != traits.get(contact)
+        if changed and f"{contact}_bounced" not in new:
+            merged.pop(f"{contact}_bounced", None)
+    return merged
 
 
 def _number(value: Scalar) -> float | None:
