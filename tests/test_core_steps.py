@@ -7,7 +7,7 @@ from collections import Counter
 
 from orchestrator.core.decide import Decision, decide
 from orchestrator.core.decision import TimerFired
-from orchestrator.core.state import CustomerState
+from orchestrator.core.state import RECENT_ACTIONS, CustomerState
 from orchestrator.journey.catalog import Catalog, DedupWindow
 from orchestrator.records import Context, Touchpoint, parse_time
 
@@ -130,6 +130,18 @@ done: {type: end}
     )
     (p,) = decide(None, tp("Go", traits={"push_token": "tok"}), push, customer_id="c1").actions
     assert dict(p.payload) == {"push_token": "tok"}  # no email on a push, no absent names
+
+
+def test_the_state_remembers_the_last_actions_and_why_they_were_sent():
+    c = Customer(journey(SEND_END, entry="entry: {event: Go, reentry: always}"))
+    for _ in range(RECENT_ACTIONS + 2):
+        c.send(tp("Go", traits={"email": "ann@example.com"}))
+        c.send(tp("Page Viewed"))  # no journey listens: the memory must survive it
+    sent = c.state.sent
+    assert [a.action_id for a in sent] == [a.action_id for a in c.actions[-RECENT_ACTIONS:]]
+    assert (sent[-1].journey_id, sent[-1].step, sent[-1].channel) == ("j", "send", "email")
+    assert sent[-1].reason == c.actions[-1].reason and "send" in sent[-1].reason
+    assert CustomerState.from_bytes(c.state.to_bytes()) == c.state
 
 
 def test_a_hard_bounced_contact_point_is_unreachable_until_a_new_one_arrives():

@@ -29,7 +29,14 @@ from orchestrator.core import ids
 from orchestrator.core.decision import FunnelEvent, Timer, TimerFired
 from orchestrator.core.localtime import next_local_time, trait_time
 from orchestrator.core.profile import CONTACT_TRAITS, PERSONALISATION_TRAITS, as_cel, fold
-from orchestrator.core.state import CustomerState, History, Instance, Profile
+from orchestrator.core.state import (
+    RECENT_ACTIONS,
+    CustomerState,
+    History,
+    Instance,
+    Profile,
+    SentAction,
+)
 from orchestrator.journey.catalog import Catalog, DedupWindow
 from orchestrator.journey.conditions import Condition
 from orchestrator.journey.duration import format_duration
@@ -93,7 +100,9 @@ def decide(
         seen = dict(state.seen)
         remember(seen, event.event_id, event.occurred_at, catalog.dedup)
         profile = fold(state.profile, event)
-        new = CustomerState(state.customer_id, profile, (), state.history, state.silence, seen)
+        new = CustomerState(
+            state.customer_id, profile, (), state.history, state.silence, seen, state.sent
+        )
         return Decision(new, trace=(f"{event.event_id}: no journey listens",) if trace else ())
     return _Run(state, event, event.occurred_at, catalog, trace).on_touchpoint(event)
 
@@ -574,6 +583,7 @@ class _Run:
             history=self.history if self.history is not None else s.history,
             silence=self.silence if self.silence is not None else s.silence,
             seen=seen if seen is not None else s.seen,
+            sent=_remember_sent(s.sent, self.actions),
         )
         return Decision(
             state=state,
@@ -583,6 +593,18 @@ class _Run:
             funnel=tuple(self.funnel),
             trace=tuple(self.trace or ()),
         )
+
+
+def _remember_sent(
+    sent: tuple[SentAction, ...], actions: list[NextBestAction]
+) -> tuple[SentAction, ...]:
+    if not actions:
+        return sent
+    new = tuple(
+        SentAction(a.action_id, a.journey_id, a.step, a.channel, a.created_at, a.reason)
+        for a in actions
+    )
+    return (sent + new)[-RECENT_ACTIONS:]
 
 
 def _journey_value(plan: JourneyPlan, inst: Instance | None) -> dict[str, Any]:

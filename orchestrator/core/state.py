@@ -82,6 +82,23 @@ class History:
 
 
 @dataclass(frozen=True, slots=True)
+class SentAction:
+    """An action the core decided, kept so that "why did they get that message?" has an
+    answer after the fact (the customer inspector)."""
+
+    action_id: str
+    journey_id: str
+    step: str
+    channel: str
+    at: int
+    reason: str
+
+
+#: Actions remembered per customer, newest last.
+RECENT_ACTIONS = 5
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerState:
     """Everything the core knows about one customer.
 
@@ -96,6 +113,7 @@ class CustomerState:
     history: Mapping[str, History] = field(default_factory=dict)
     silence: Mapping[str, int] = field(default_factory=dict)
     seen: Mapping[str, int] = field(default_factory=dict)
+    sent: tuple[SentAction, ...] = ()
 
     @classmethod
     def empty(cls, customer_id: str) -> CustomerState:
@@ -136,6 +154,8 @@ def _encode(s: CustomerState) -> dict[str, Any]:
         out["si"] = dict(s.silence)
     if s.seen:
         out["e"] = [[k, t] for k, t in s.seen.items()]
+    if s.sent:
+        out["a"] = [[a.action_id, a.journey_id, a.step, a.channel, a.at, a.reason] for a in s.sent]
     return out
 
 
@@ -173,4 +193,5 @@ def _decode(d: dict[str, Any]) -> CustomerState:
         history={k: History(*v) for k, v in d.get("h", _EMPTY).items()},
         silence=d.get("si", {}),
         seen=dict(d.get("e", ())),
+        sent=tuple(SentAction(*row) for row in d.get("a", ())),
     )
