@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from connectors import config
 from connectors.base import DeliveryResult
+from orchestrator import kafka_security
 from orchestrator.records import NextBestAction
 from orchestrator.wire import encode_action
 
@@ -52,7 +53,7 @@ class KafkaForwardConnector:
         self.channels = channels
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_security.producer_config(bootstrap),
                 "client.id": "rota-connector-kafka",
                 "enable.idempotence": True,
                 "acks": "all",

@@ -61,6 +61,7 @@ from connectors.offsets import OffsetTracker, TopicPartition
 from connectors.outcomes import Outcome, is_expired, outcome_touchpoint
 from connectors.ratelimit import RateLimit, TokenBucket
 from connectors.retry import RetryPolicy
+from orchestrator.kafka_security import client_config, producer_config
 from orchestrator.records import NextBestAction, Scalar, iso
 from orchestrator.topics import Topics
 from orchestrator.wire import (
@@ -658,7 +659,7 @@ class ConnectorRunner:
 
     def _consumer_settings(self) -> dict[str, Any]:
         return {
-            "bootstrap.servers": self.bootstrap,
+            **client_config(self.bootstrap),
             "group.id": self.group_id,
             "client.id": f"rota-connector-{self.name}",
             "enable.auto.commit": False,
@@ -672,7 +673,7 @@ class ConnectorRunner:
 
     def _producer_settings(self) -> dict[str, Any]:
         return {
-            "bootstrap.servers": self.bootstrap,
+            **producer_config(self.bootstrap),
             "client.id": f"rota-connector-{self.name}",
             "enable.idempotence": True,
             "acks": "all",

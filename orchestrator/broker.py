@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from orchestrator.kafka_security import client_config, current
 from orchestrator.processes import spawn, tail, terminate
+from orchestrator.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,12 @@ def acquire(env: Mapping[str, str] | None = None, *, allow_docker: bool = True) 
     if explicit:
         wait_until_ready(explicit, timeout=30.0)
         return Broker(explicit, "external")
+    protocol = current(env).protocol
+    if protocol != "PLAINTEXT":  # else every client would fail its handshake, obscurely
+        raise SettingsError(
+            f"ROTA_KAFKA_SECURITY_PROTOCOL={protocol} needs ROTA_KAFKA_BOOTSTRAP: the broker "
+            "Rota starts for you (testcontainers or embedded) speaks PLAINTEXT only"
+        )
     if allow_docker and env.get("ROTA_NO_DOCKER") != "1" and docker_answers():
         try:
             return start_testcontainers()
@@ -139,7 +147,7 @@ def wait_until_ready(
     from confluent_kafka.admin import AdminClient
 
     deadline = time.monotonic() + timeout
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000})
+    admin = AdminClient({**client_config(bootstrap), "socket.timeout.ms": 2000})
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:

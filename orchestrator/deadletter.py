@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from orchestrator import wire
+from orchestrator.kafka_security import client_config, producer_config
 from orchestrator.records import iso, parse_time
 from orchestrator.settings import Settings
 
@@ -36,7 +37,7 @@ def read(bootstrap: str, topic: str, *, since_ms: int = 0, idle: float = 2.0) ->
     """Every dead letter of ``topic``, until no record arrived for ``idle`` seconds."""
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "group.id": "rota-deadletter-cli",
             "enable.auto.commit": False,
         }
@@ -116,7 +117,7 @@ def _list(entries: Iterator[Entry], *, with_bytes: bool) -> int:
 
 
 def _replay(bootstrap: str, entries: Iterator[Entry], *, dry_run: bool) -> int:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer({**producer_config(bootstrap), "enable.idempotence": True})
     failures: list[str] = []
 
     def delivered(err: object, _msg: object) -> None:

@@ -36,6 +36,7 @@ from orchestrator.journey.catalog import (
 )
 from orchestrator.journey.parse import read_documents
 from orchestrator.journey.problems import JourneyValidationError
+from orchestrator.kafka_security import client_config
 from orchestrator.records import iso
 from orchestrator.settings import Settings
 from orchestrator.topics import ensure_topics
@@ -150,7 +151,7 @@ class DeploymentWatcher(threading.Thread):
 def _consumer(bootstrap: str, topic: str) -> Consumer:
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "group.id": "rota-deployments",
             "enable.auto.commit": False,
         }
@@ -267,7 +268,7 @@ def _connect() -> tuple[Settings, str]:
 
 
 def _publish(bootstrap: str, topic: str, deployments: Sequence[Deployment]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer({**client_config(bootstrap), "enable.idempotence": True})
     errors: list[str] = []
     for d in deployments:
         producer.produce(

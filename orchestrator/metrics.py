@@ -53,6 +53,12 @@ STATE_CUSTOMERS = Gauge(
     "Customers with state in the partition (RocksDB estimate).",
     ["partition"],
 )
+CONSUMER_LAG = Gauge(
+    "rota_consumer_lag",
+    "Records of the partition not yet processed by this worker: the high watermark the "
+    "consumer last fetched minus the next offset to process (0 when caught up).",
+    ["topic", "partition"],
+)
 PARTITIONS_ASSIGNED = Gauge("rota_partitions_assigned", "Touchpoint partitions this worker owns.")
 REBALANCES = Counter("rota_rebalances", "Consumer-group rebalances this worker took part in.")
 JOURNEY_RELOADS = Counter(

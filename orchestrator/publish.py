@@ -31,7 +31,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from orchestrator import wire
+from orchestrator import kafka_security, wire
+from orchestrator.kafka_security import client_config
 from orchestrator.records import Context, NextBestAction, Scalar, Touchpoint
 from orchestrator.topics import Topics
 
@@ -68,7 +69,7 @@ class Publisher:
         self._failures: list[str] = []
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_security.producer_config(bootstrap),
                 "client.id": "rota-publisher",
                 "acks": "all",
                 "enable.idempotence": True,
@@ -230,7 +231,7 @@ class ActionStream:
         self._pending: Message | None = None
         self._consumer = Consumer(
             {
-                "bootstrap.servers": publisher.bootstrap,
+                **client_config(publisher.bootstrap),
                 "group.id": group_id,
                 "client.id": "rota-action-consumer",
                 "enable.auto.commit": True,

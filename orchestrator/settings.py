@@ -5,15 +5,170 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.clock import Clock
-from orchestrator.topics import Topics
+
+if TYPE_CHECKING:
+    # topics.py creates topics with a Kafka client, whose configuration comes from here.
+    from orchestrator.topics import Topics
 
 
 class SettingsError(ValueError):
     """A configuration value is missing or wrong; the message names the variable."""
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+SSL_PROTOCOLS = ("SSL", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+PASSWORD_FILE = "ROTA_KAFKA_SASL_PASSWORD_FILE"
+#: The variable behind each field of ``KafkaSecurity``, for reading and for messages.
+KAFKA_SECURITY_VARIABLES = {
+    "protocol": "ROTA_KAFKA_SECURITY_PROTOCOL",
+    "sasl_mechanism": "ROTA_KAFKA_SASL_MECHANISM",
+    "sasl_username": "ROTA_KAFKA_SASL_USERNAME",
+    "sasl_password": "ROTA_KAFKA_SASL_PASSWORD",
+    "ssl_cafile": "ROTA_KAFKA_SSL_CAFILE",
+    "ssl_certfile": "ROTA_KAFKA_SSL_CERTFILE",
+    "ssl_keyfile": "ROTA_KAFKA_SSL_KEYFILE",
+}
+
+
+@dataclass(frozen=True, repr=False)
+class KafkaSecurity:
+    """How every Kafka client of this process encrypts and authenticates.
+
+    Process-wide, like the bootstrap address: ``orchestrator.kafka_security`` turns it
+    into each client library's configuration, so no client builds its own. Checked on
+    construction, so a client never sees a half-configured protocol. ``from_env`` keeps
+    only what the protocol uses: the deploy files carry a CA path and a mechanism even
+    for PLAINTEXT, and those must not matter (nor must a Secret mounted or not).
+    """
+
+    protocol: str = "PLAINTEXT"
+    """ROTA_KAFKA_SECURITY_PROTOCOL: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str | None = None
+    """ROTA_KAFKA_SASL_MECHANISM: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_* only)."""
+    sasl_username: str | None = None
+    """ROTA_KAFKA_SASL_USERNAME (SASL_* only)."""
+    sasl_password: str | None = None
+    """ROTA_KAFKA_SASL_PASSWORD, or ROTA_KAFKA_SASL_PASSWORD_FILE: a file holding it
+    (SASL_* only). Never shown by ``repr``."""
+    ssl_cafile: Path | None = None
+    """ROTA_KAFKA_SSL_CAFILE: PEM CA bundle that verifies the brokers (SSL, SASL_SSL;
+    unset: the system's CAs)."""
+    ssl_certfile: Path | None = None
+    """ROTA_KAFKA_SSL_CERTFILE: PEM client certificate, for mutual TLS."""
+    ssl_keyfile: Path | None = None
+    """ROTA_KAFKA_SSL_KEYFILE: its unencrypted PEM private key."""
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in SASL_PROTOCOLS
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.protocol in SSL_PROTOCOLS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSecurity:
+        env = os.environ if env is None else env
+
+        def value(name: str) -> str | None:
+            return env.get(KAFKA_SECURITY_VARIABLES[name], "").strip() or None
+
+        protocol = (value("protocol") or "PLAINTEXT").upper()
+        values: dict[str, object] = {"protocol": protocol}
+        if protocol in SASL_PROTOCOLS:
+            mechanism = value("sasl_mechanism")
+            values["sasl_mechanism"] = mechanism.upper() if mechanism else None
+            values["sasl_username"] = value("sasl_username")
+            values["sasl_password"] = _password(env)
+        if protocol in SSL_PROTOCOLS:
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                path = value(name)
+                values[name] = Path(path) if path else None
+        return cls(**values)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        var = KAFKA_SECURITY_VARIABLES
+        if self.protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"{var['protocol']}={self.protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        if self.uses_sasl:
+            if self.sasl_mechanism is not None and self.sasl_mechanism not in SASL_MECHANISMS:
+                raise SettingsError(
+                    f"{var['sasl_mechanism']}={self.sasl_mechanism!r} is not one of "
+                    f"{', '.join(SASL_MECHANISMS)}"
+                )
+            missing = []
+            if not self.sasl_mechanism:
+                missing.append(f"{var['sasl_mechanism']} ({', '.join(SASL_MECHANISMS)})")
+            if not self.sasl_username:
+                missing.append(var["sasl_username"])
+            if not self.sasl_password:
+                missing.append(f"{var['sasl_password']} (or {PASSWORD_FILE})")
+            if missing:
+                raise SettingsError(
+                    f"{var['protocol']}={self.protocol} needs {' and '.join(missing)}"
+                )
+        if self.uses_ssl:
+            if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+                given, absent = (
+                    ("ssl_certfile", "ssl_keyfile")
+                    if self.ssl_keyfile is None
+                    else ("ssl_keyfile", "ssl_certfile")
+                )
+                raise SettingsError(
+                    f"{var[given]} is set but {var[absent]} is not: mutual TLS needs "
+                    "both the client certificate and its private key"
+                )
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                path = getattr(self, name)
+                if path is not None:
+                    _check_readable(var[name], path)
+
+    def __repr__(self) -> str:
+        shown = {f.name: repr(getattr(self, f.name)) for f in fields(self)}
+        if self.sasl_password is not None:
+            shown["sasl_password"] = "'***'"
+        return f"KafkaSecurity({', '.join(f'{k}={v}' for k, v in shown.items())})"
+
+
+def _password(env: Mapping[str, str]) -> str | None:
+    """The SASL password, from the variable or from the file a Kubernetes or Docker
+    secret is mounted as (read once: librdkafka and aiokafka take a fixed password)."""
+    variable = KAFKA_SECURITY_VARIABLES["sasl_password"]
+    # A Secret made with `kubectl create secret --from-file` keeps the file's newline.
+    value = env.get(variable, "").rstrip("\r\n")
+    path = env.get(PASSWORD_FILE, "").strip()
+    if value and path:
+        raise SettingsError(f"set either {variable} or {PASSWORD_FILE}, not both")
+    if not path:
+        return value or None
+    try:
+        password = Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise SettingsError(f"{PASSWORD_FILE}: cannot read {path}: {exc.strerror}") from None
+    if not password:
+        raise SettingsError(f"{PASSWORD_FILE}: {path} is empty")
+    return password
+
+
+def _check_readable(variable: str, path: Path) -> None:
+    if not path.exists():
+        raise SettingsError(f"{variable}: {path} does not exist")
+    if not path.is_file():
+        raise SettingsError(f"{variable}: {path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise SettingsError(f"{variable}: {path} is not readable by this process")
 
 
 @dataclass(frozen=True)
@@ -32,7 +187,12 @@ class Settings:
     metrics_port: int = 9464
     """ROTA_METRICS_PORT: port of the /metrics endpoint (0 = pick a free one)."""
     web_port: int = 0
-    """ROTA_WEB_PORT: Faust web port of the worker (0 = pick a free one)."""
+    """ROTA_WEB_PORT: port of the worker's HTTP API (inspector, readiness; 0 = a free one)."""
+    web_host: str = "127.0.0.1"
+    """ROTA_WEB_HOST: address the worker's HTTP API listens on (0.0.0.0 in a cluster)."""
+    web_url: str = ""
+    """ROTA_WEB_URL: how other workers reach this one's API, to forward a customer request
+    to the worker owning the customer (default http://<web host>:<web port>)."""
     app_id: str = "rota-worker"
     """ROTA_APP_ID: Faust app id = consumer group; workers with the same id share work."""
     batch_size: int = 2000
@@ -56,9 +216,14 @@ class Settings:
     """ROTA_WEBHOOK_URL: where the webhook connector POSTs actions."""
     webhook_timeout: float = 5.0
     """ROTA_WEBHOOK_TIMEOUT: seconds per webhook request."""
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    """ROTA_KAFKA_SECURITY_PROTOCOL, ROTA_KAFKA_SASL_*, ROTA_KAFKA_SSL_*: see
+    ``KafkaSecurity``. Read here so a bad value stops the process at start."""
 
     @property
     def topics(self) -> Topics:
+        from orchestrator.topics import Topics
+
         return Topics(self.topic_prefix)
 
     def bootstrap(self) -> str:
@@ -79,7 +244,10 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
+        values["kafka_security"] = KafkaSecurity.from_env(env)
         for f in fields(cls):
+            if f.name == "kafka_security":
+                continue
             key = f"ROTA_{f.name.upper()}"
             if key not in env or env[key] == "":
                 continue

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from orchestrator.kafka_security import client_config
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -57,7 +59,7 @@ def ensure_topics(
     Existing topics are left as they are (their partition count is not changed: that
     would move customers between partitions and their state with them).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     wanted = sorted(set(names))
     futures = admin.create_topics(
         [NewTopic(n, partitions, replication, config=config or {}) for n in wanted],

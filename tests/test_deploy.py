@@ -34,18 +34,6 @@ RESOURCE_FILES = [p for p in MANIFESTS if p.name != "kustomization.yaml"]
 CUSTOM_KINDS = {"ServiceMonitor"}
 KUBERNETES_VERSIONS = ("1.29.0", "1.33.0")
 
-#: Kafka security settings the deploy files carry whose support in orchestrator/settings.py
-#: is announced (issue 8); remove each from here once the README's table documents it.
-AWAITED_SETTINGS = {
-    "ROTA_KAFKA_SECURITY_PROTOCOL",
-    "ROTA_KAFKA_SASL_MECHANISM",
-    "ROTA_KAFKA_SASL_USERNAME",
-    "ROTA_KAFKA_SASL_PASSWORD",
-    "ROTA_KAFKA_SSL_CAFILE",
-    "ROTA_KAFKA_SSL_CERTFILE",
-    "ROTA_KAFKA_SSL_KEYFILE",
-}
-
 
 def _documents(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -200,14 +188,8 @@ def _settings_used() -> dict[str, set[str]]:
 def test_every_rota_setting_in_the_deploy_files_is_documented():
     documented = _documented_settings()
     assert "ROTA_KAFKA_BOOTSTRAP" in documented, "README configuration table not found"
-    unknown = {
-        name: files
-        for name, files in _settings_used().items()
-        if name not in documented | AWAITED_SETTINGS
-    }
+    unknown = {name: files for name, files in _settings_used().items() if name not in documented}
     assert not unknown, f"not in the README's configuration table: {unknown}"
-    landed = AWAITED_SETTINGS & documented
-    assert not landed, f"documented now, remove from AWAITED_SETTINGS: {sorted(landed)}"
 
 
 # -- compose ---------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from connectors.base import ConfigError
 from connectors.feedback import events, signatures
 from connectors.secrets import Secret, secret
 from connectors.unsubscribe import BadToken, read_token
+from orchestrator.kafka_security import producer_config
 from orchestrator.records import Touchpoint
 from orchestrator.wire import encode_touchpoint
 
@@ -108,7 +109,7 @@ class Publisher:
         self.timeout = timeout
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **producer_config(bootstrap),
                 "client.id": "rota-feedback",
                 "enable.idempotence": True,
                 "acks": "all",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.broker import free_port
+from orchestrator.kafka_security import client_config, faust_credentials, producer_config
 from orchestrator.processes import spawn, tail, terminate
 
 BATCH = 2000
@@ -45,6 +46,7 @@ def run_faust(args: argparse.Namespace) -> int:
     app = faust.App(
         args.app_id,
         broker=f"kafka://{args.bootstrap}",
+        broker_credentials=faust_credentials(),
         datadir=args.data_dir,
         web_port=free_port(),
         web_host="127.0.0.1",
@@ -85,14 +87,14 @@ def run_loop(args: argparse.Namespace) -> int:
 
     consumer = Consumer(
         {
-            "bootstrap.servers": args.bootstrap,
+            **client_config(args.bootstrap),
             "group.id": args.app_id,
             "enable.auto.commit": False,
         }
     )
     meta = consumer.list_topics(args.topic, timeout=10).topics[args.topic]
     consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in meta.partitions])
-    producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 5})
+    producer = Producer({**producer_config(args.bootstrap), "linger.ms": 5})
     db = Rdict(args.data_dir)
     out = args.topic + ".loop-out"
     n, first = 0, None

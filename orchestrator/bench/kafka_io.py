@@ -11,6 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from orchestrator import wire
 from orchestrator.bench.workload import Generated
+from orchestrator.kafka_security import client_config, producer_config
 
 
 def publish_burst(bootstrap: str, topic: str, records: Sequence[Generated]) -> float:
@@ -18,7 +19,7 @@ def publish_burst(bootstrap: str, topic: str, records: Sequence[Generated]) -> f
     (all records acknowledged)."""
     producer = Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **producer_config(bootstrap),
             "linger.ms": 20,
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 1_000_000,
@@ -55,7 +56,7 @@ def publish_paced(
 ) -> float:
     """Publish at ``rate`` records/s, calling ``on_publish(record, wall time)`` just
     before each record is handed to the client; returns the rate achieved."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    producer = Producer({**producer_config(bootstrap), "linger.ms": 1})
     started = time.monotonic()
     for k, rec in enumerate(records):
         due = started + k / rate
@@ -92,7 +93,7 @@ class ActionWatcher:
         self._stop = threading.Event()
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": "rota-bench-actions",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 5,

@@ -28,7 +28,13 @@ from typing import Any
 from orchestrator.core import ids
 from orchestrator.core.decision import FunnelEvent, Timer, TimerFired
 from orchestrator.core.localtime import next_local_time, trait_time
-from orchestrator.core.profile import CONTACT_TRAITS, PERSONALISATION_TRAITS, as_cel, fold
+from orchestrator.core.profile import (
+    CONTACT_TRAITS,
+    PERSONALISATION_TRAITS,
+    as_cel,
+    fold,
+    reachable,
+)
 from orchestrator.core.state import (
     RECENT_ACTIONS,
     CustomerState,
@@ -403,7 +409,7 @@ class _Run:
     def _act(self, plan: JourneyPlan, inst: Instance, step: ActionStep, visit: int) -> Instance:
         channel = step.channels[0]
         if step.best_of:
-            found = next((c for c in step.channels if self._reachable(c)), None)
+            found = next((c for c in step.channels if reachable(self.profile, c)), None)
             if found is None:
                 self._note(inst, f"{step.name}: no reachable channel among {step.channels}")
                 return inst
@@ -445,23 +451,6 @@ class _Run:
         traits = self.profile.traits
         names = (*PERSONALISATION_TRAITS, CONTACT_TRAITS.get(channel, ""))
         return {n: traits[n] for n in names if traits.get(n) is not None}
-
-    def _reachable(self, channel: str) -> bool:
-        """Whether ``channel`` can reach the customer (journeys/README.md, Channels)."""
-        p = self.profile
-        traits = p.traits
-        if channel in p.unsubscribed or traits.get(f"{channel}_consent") is False:
-            return False
-        contact = CONTACT_TRAITS.get(channel)
-        if contact and traits.get(f"{contact}_bounced") is True:
-            return False
-        if channel == "push":
-            return traits.get("push_consent") is True or bool(traits.get("push_token"))
-        if contact:
-            return bool(traits.get(contact))
-        if channel == "in_app":
-            return "app" in p.last_seen
-        return True
 
     # -- ending --------------------------------------------------------------------
 

@@ -97,6 +97,23 @@ def fold(profile: Profile, tp: Touchpoint) -> Profile:
     )  # fmt: skip
 
 
+def reachable(profile: Profile, channel: str) -> bool:
+    """Whether ``channel`` can reach the customer (journeys/README.md, Channels)."""
+    traits = profile.traits
+    if channel in profile.unsubscribed or traits.get(f"{channel}_consent") is False:
+        return False
+    contact = CONTACT_TRAITS.get(channel)
+    if contact and traits.get(f"{contact}_bounced") is True:
+        return False
+    if channel == "push":
+        return traits.get("push_consent") is True or bool(traits.get("push_token"))
+    if contact:
+        return bool(traits.get(contact))
+    if channel == "in_app":
+        return "app" in profile.last_seen
+    return True
+
+
 def _merge_traits(traits: Mapping[str, Scalar], new: Mapping[str, Scalar]) -> dict[str, Scalar]:
     merged = {**traits, **new}
     for contact in CONTACT_TRAITS.values():

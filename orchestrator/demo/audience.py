@@ -15,6 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from orchestrator import wire
 from orchestrator.clock import Clock
+from orchestrator.kafka_security import client_config, producer_config
 from orchestrator.records import NextBestAction, Touchpoint
 from orchestrator.topics import Topics
 
@@ -58,12 +59,12 @@ class DemoAudience:
     ) -> None:
         consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": "rota-demo-audience",
                 "enable.auto.commit": False,
             }
         )
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        producer = Producer({**producer_config(bootstrap), "linger.ms": 5})
         try:
             assignment = []
             for channel in channels:

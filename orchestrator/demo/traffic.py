@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 
 from orchestrator import wire
 from orchestrator.clock import Clock
+from orchestrator.kafka_security import producer_config
 from orchestrator.records import Context, Touchpoint
 
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Linus", "Margaret", "Tim", "Hedy", "Dennis", "Radia")
@@ -197,7 +198,7 @@ class DemoTraffic:
     ) -> TrafficStats:
         """Publish about ``rate`` records/s until ``stop`` is set."""
         producer = Producer(
-            {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+            {**producer_config(bootstrap), "linger.ms": 5, "enable.idempotence": True}
         )
         source = self.records()
 

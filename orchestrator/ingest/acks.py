@@ -18,6 +18,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from orchestrator.kafka_security import producer_config
+
 log = logging.getLogger(__name__)
 
 
@@ -81,7 +83,7 @@ class AckingProducer:
         self.fatal: str | None = None
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **producer_config(bootstrap),
                 "client.id": client_id,
                 "acks": "all",
                 # Ordered, duplicate-free retries per partition; a customer's events

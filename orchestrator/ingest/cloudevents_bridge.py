@@ -34,6 +34,7 @@ from confluent_kafka import (
 from orchestrator import wire
 from orchestrator.ingest import metrics
 from orchestrator.ingest.cloudevents import CloudEventMapping, InvalidCloudEvent, from_kafka
+from orchestrator.kafka_security import client_config, producer_config
 from orchestrator.settings import Settings, SettingsError
 from orchestrator.topics import Topics, ensure_topics
 
@@ -93,7 +94,7 @@ class CloudEventsBridge:
         self.config = config
         self._consumer = Consumer(
             {
-                "bootstrap.servers": config.bootstrap,
+                **client_config(config.bootstrap),
                 "group.id": config.group_id,
                 "client.id": "rota-ingest-cloudevents",
                 "enable.auto.commit": False,
@@ -103,7 +104,7 @@ class CloudEventsBridge:
         )
         self._producer = Producer(
             {
-                "bootstrap.servers": config.bootstrap,
+                **producer_config(config.bootstrap),
                 "client.id": "rota-ingest-cloudevents",
                 "acks": "all",
                 "enable.idempotence": True,

@@ -18,10 +18,12 @@ from typing import Any
 import faust
 
 from orchestrator import metrics
+from orchestrator.kafka_security import faust_credentials
 from orchestrator.settings import Settings
 from orchestrator.worker import timers
 from orchestrator.worker.faust_context import (
     event_context,
+    install_complete_flush,
     install_true_changelog_ends,
     partition_db,
 )
@@ -80,6 +82,22 @@ class FaustBackend:
             it.next()
 
 
+def _observe_lag(app: Any, by_partition: dict[int, list[Any]]) -> None:
+    """Lag per source partition, from the high watermark the consumer already fetched
+    (no broker round trip). A broker that reports the watermark low (the embedded one)
+    can make it read 0 a little early; never negative."""
+    for events in by_partition.values():
+        last: dict[Any, int] = {}
+        for event in events:
+            last[event.message.tp] = event.message.offset
+        for tp, offset in last.items():
+            high = app.consumer.highwater(tp)
+            if high is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
+                    max(0, high - offset - 1)
+                )
+
+
 def _observe_sizes(customers: Any, timer_index: Any, partition: int) -> None:
     """RocksDB's own key-count estimates: cheap, no scan, good enough for dashboards."""
     estimate = "rocksdb.estimate-num-keys"
@@ -100,9 +118,11 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     topics = settings.topics
     clock = settings.clock
     install_true_changelog_ends()
+    install_complete_flush()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
+        broker_credentials=faust_credentials(),
         store="rocksdb://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -168,6 +188,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
                 result.apply_state()
                 if result.ticks:
                     _observe_sizes(customers, timer_index, partition)
+            _observe_lag(app, by_partition)
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode's signal typing
     async def on_rebalanced(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -175,9 +196,9 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
         mine = [tp for tp in app.consumer.assignment() if tp.topic == topics.touchpoints]
         metrics.PARTITIONS_ASSIGNED.set(len(mine))
         owned = {str(tp.partition) for tp in mine}
-        for gauge in (metrics.TIMERS_PENDING, metrics.STATE_CUSTOMERS):
+        for gauge in (metrics.TIMERS_PENDING, metrics.STATE_CUSTOMERS, metrics.CONSUMER_LAG):
             for labels in list(gauge._metrics):  # forget partitions that moved away
-                if labels[0] not in owned:
+                if labels[-1] not in owned:
                     gauge.remove(*labels)
 
     @app.timer(interval=settings.tick_interval, on_leader=True)

@@ -10,6 +10,13 @@
    Faust's consistency check on restart. ``install_true_changelog_ends`` makes recovery
    use the offset after the last record actually readable - the same number on a
    correct broker.
+4. ``producer.flush()`` must mean "everything sent so far is in Kafka": the worker
+   flushes before it writes the state that says actions happened, and Faust flushes
+   before it commits offsets. Faust's send buffer returns from ``flush`` as soon as
+   0.1 s pass without a send, and while its last message is still on the way to the
+   client; on a loaded machine a killed worker then loses actions and state it had
+   committed past. ``install_complete_flush`` makes ``flush`` wait until the buffer is
+   empty and nothing is in flight.
 
 Both are covered by the worker's integration tests; a Faust upgrade that breaks them
 fails there first.
@@ -28,6 +35,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust import streams
 from faust.tables import recovery
+from faust.transport.producer import ProducerBuffer
+
+from orchestrator.kafka_security import client_config
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +79,7 @@ def true_end_offsets(
         return ends
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "group.id": "rota-changelog-probe",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -125,3 +135,32 @@ def install_true_changelog_ends() -> None:
 
     cls._build_highwaters = build_highwaters  # type: ignore[method-assign]
     cls._rota_true_ends = True  # type: ignore[attr-defined]
+
+
+def install_complete_flush() -> None:
+    """Patch Faust's producer buffer so ``flush`` drains it completely (idempotent)."""
+    cls = ProducerBuffer
+    if getattr(cls, "_rota_complete_flush", False):
+        return
+    send_one = cls._send_pending
+
+    async def send_pending(self: Any, fut: Any) -> None:
+        # Counted from the moment the message leaves the queue (no await in between in
+        # ``_handle_pending``) until the Kafka client holds it.
+        self._rota_in_flight = getattr(self, "_rota_in_flight", 0) + 1
+        try:
+            await send_one(self, fut)
+        finally:
+            self._rota_in_flight -= 1
+
+    async def flush(self: Any) -> None:
+        while self.size or getattr(self, "_rota_in_flight", 0):
+            if self.state != "running":
+                raise RuntimeError("Cannot flush: Producer not Running")
+            self.message_sent.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+
+    cls._send_pending = send_pending  # type: ignore[method-assign]
+    cls.flush = flush  # type: ignore[method-assign]
+    cls._rota_complete_flush = True  # type: ignore[attr-defined]
