@@ -117,8 +117,16 @@ def test_connectors_are_deployments_running_their_connector(name):
     assert env["ROTA_CONNECTOR_METRICS_PORT"] == "9465"
 
 
+#: Where each kind of workload is probed: workers on their HTTP API (readiness means
+#: "state recovered"), connectors on /metrics.
+PROBE_PATHS = {
+    "StatefulSet": {"startupProbe": "/live", "readinessProbe": "/ready", "livenessProbe": "/live"},
+    "Deployment": dict.fromkeys(("startupProbe", "readinessProbe", "livenessProbe"), "/metrics"),
+}
+
+
 @pytest.mark.parametrize("workload", _workloads(), ids=lambda w: w["metadata"]["name"])
-def test_workload_has_probes_on_its_metrics_port_and_matching_scrape_annotations(workload):
+def test_workload_has_probes_on_declared_ports_and_matching_scrape_annotations(workload):
     template = workload["spec"]["template"]
     assert _selects(workload["spec"]["selector"]["matchLabels"], template["metadata"]["labels"])
     (container,) = template["spec"]["containers"]
@@ -128,7 +136,7 @@ def test_workload_has_probes_on_its_metrics_port_and_matching_scrape_annotations
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         if probe in container:
             http = container[probe]["httpGet"]
-            assert http["path"] == "/metrics" and http["port"] in ports
+            assert http["path"] == PROBE_PATHS[workload["kind"]][probe] and http["port"] in ports
     annotations = template["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == ports["metrics"]

@@ -33,7 +33,6 @@ from orchestrator.journey.plan import (
     HOLDOUT,
     ActionStep,
     BranchStep,
-    EndStep,
     Entry,
     JourneyPlan,
     SplitStep,
@@ -41,6 +40,7 @@ from orchestrator.journey.plan import (
     UpdateStep,
     WaitForStep,
     WaitStep,
+    step_type,
 )
 from orchestrator.records import Scalar
 
@@ -48,16 +48,6 @@ from orchestrator.records import Scalar
 FUNNEL_SAMPLE = "rota_journey_funnel_total"
 
 Kind = Literal["entry", "action", "wait", "wait_for", "branch", "split", "update", "end", "note"]
-
-_KINDS: Mapping[type, Kind] = {
-    ActionStep: "action",
-    WaitStep: "wait",
-    WaitForStep: "wait_for",
-    BranchStep: "branch",
-    SplitStep: "split",
-    UpdateStep: "update",
-    EndStep: "end",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +107,7 @@ def diagram(plan: JourneyPlan, funnel: Funnel | None = None) -> Diagram:
         lines = [name, *_step_lines(step)]
         if funnel is not None:
             lines.append(f"{funnel.steps.get(name, 0):,} reached")
-        nodes.append(Node(ids[name], _KINDS[type(step)], tuple(lines)))
+        nodes.append(Node(ids[name], step_type(step), tuple(lines)))
         labels = _edge_labels(step)
         edges.extend(
             Edge(ids[name], ids[target], label)

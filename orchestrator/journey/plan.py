@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 from orchestrator.journey.conditions import Condition
 from orchestrator.records import Scalar
@@ -100,6 +100,22 @@ class EndStep:
 Step: TypeAlias = (
     ActionStep | WaitStep | WaitForStep | BranchStep | SplitStep | UpdateStep | EndStep
 )
+
+StepType: TypeAlias = Literal["action", "wait", "wait_for", "branch", "split", "update", "end"]
+_STEP_TYPES: Mapping[type, StepType] = {
+    ActionStep: "action",
+    WaitStep: "wait",
+    WaitForStep: "wait_for",
+    BranchStep: "branch",
+    SplitStep: "split",
+    UpdateStep: "update",
+    EndStep: "end",
+}
+
+
+def step_type(step: Step) -> StepType:
+    """The step's ``type:`` in the journey file."""
+    return _STEP_TYPES[type(step)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from orchestrator.worker.faust_context import (
     partition_db,
 )
 from orchestrator.worker.process import BatchResult, Incoming, Processor
+from orchestrator.worker.web import install_web
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,8 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         web_port=settings.web_port,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
+        canonical_url=settings.web_url or f"http://{settings.web_host}:{settings.web_port}",
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_ms / 4000),
         consumer_auto_offset_reset="earliest",
@@ -146,6 +148,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     n = settings.partitions
     customers = app.Table("customers", partitions=n, key_type=bytes, value_type=bytes)
     timer_index = app.Table("timers", partitions=n, key_type=bytes, value_type=bytes)
+    install_web(app, customers, processor)
     outputs: dict[str, Any] = {}
 
     def output(name: str) -> Any:
