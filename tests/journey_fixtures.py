@@ -49,5 +49,7 @@ def touchpoint(
         occurred_at=at,
         customer_id=customer,
         properties=properties,  # type: ignore[arg-type]
+        # Contact points, so that the contact policy finds the customer reachable.
+        traits={"email": f"{customer}@example.com", "push_token": f"token-{customer}"},
         context=Context(timezone="UTC"),
     )

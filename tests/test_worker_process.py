@@ -103,6 +103,30 @@ def test_a_tick_fires_due_timers_and_only_due_ones():
     assert backend.index == []
 
 
+def test_a_timer_replayed_in_the_batch_that_fired_it_as_a_no_op_survives():
+    # The timer reached the changelog, its state did not (a worker lost mid-batch): the
+    # new owner replays the sign-up in a batch where a tick comes first. The tick finds
+    # no state and fires the entry as a no-op; the replay sets the same timer again (same
+    # id, same due time), and removing the fired entry must not remove the live one.
+    processor = Processor(catalog_from_yaml(), TOPICS)
+    backend = MemoryBackend()
+    signup = wire.encode_touchpoint(touchpoint("c1", "Signed Up", at=1_000))
+    processor.process([_rec(signup)], backend, now=1_000)
+    (key,) = backend.index
+    due_at = timers.decode_index_key(key)[0]
+    backend.states.clear()  # the state was lost, the timer entry was not
+
+    tick = Incoming(TOPICS.ticks, 0, 1, None, timers.encode_tick(due_at + 5))
+    replay = processor.process([tick, _rec(signup, offset=0)], backend, now=due_at + 5)
+    assert replay.fired == 1 and [a.step for a in _actions(replay)] == ["send_welcome"]
+    assert backend.index == [key]  # live again
+
+    later = Incoming(TOPICS.ticks, 0, 2, None, timers.encode_tick(due_at + 10))
+    assert [a.step for a in _actions(processor.process([later], backend, now=due_at + 10))] == [
+        "send_tips"
+    ]
+
+
 def test_forgetting_erases_state_and_suppresses_later_events():
     processor = Processor(catalog_from_yaml(), TOPICS)
     backend = MemoryBackend()

@@ -173,7 +173,7 @@ class Processor:
             if index_key in batch.fired:
                 continue  # fired by an earlier tick of this batch, removal still pending
             due_at, customer, timer_id = timers.decode_index_key(index_key)
-            batch.fired.append(index_key)
+            batch.fired.add(index_key)
             fired += 1
             metrics.TIMERS_FIRED.inc()
             metrics.TIMER_LATENESS_SECONDS.observe(max(0, max(now, observed_at) - due_at) / 1000)
@@ -246,7 +246,7 @@ class _Batch:
         self._states: dict[str, CustomerState | None] = {}
         self._dirty: set[str] = set()
         #: Timer index entries fired in this batch, removed with the state changes.
-        self.fired: list[bytes] = []
+        self.fired: set[bytes] = set()
 
     def state(self, customer: str) -> CustomerState | None:
         try:
@@ -267,7 +267,12 @@ class _Batch:
         self._dirty.add(customer)
 
     def set_timer(self, timer: Timer) -> None:
-        self.backend.put_timer(timers.index_key(timer))
+        key = timers.index_key(timer)
+        # Set again after it fired earlier in this batch (a replayed event re-creating
+        # the timer its lost state had: same id, same due time): it is live again and
+        # must survive the removal of the fired entries.
+        self.fired.discard(key)
+        self.backend.put_timer(key)
 
     def forget(self, customer: str) -> None:
         """Erase the customer's state (a tombstone in the changelog) and remember, by
