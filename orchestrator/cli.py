@@ -24,6 +24,7 @@ commands:
   journeys    list | pause ID | resume ID | archive ID  (journeys live on the cluster)
               graph ID: draw a journey from its file (Mermaid, DOT, SVG; no cluster)
   forget      erase a customer: rota forget CUSTOMER_ID...
+  report      funnels, split tests against the holdout, attribution: rota report [--journey ID]
   feedback    receive provider callbacks: rota feedback serve
   ingest      rota ingest serve | cloudevents  (Segment HTTP API; CloudEvents bridge)
   bench       measure throughput, latency, timers, recovery, memory: rota bench [--quick] [--out F]
@@ -253,6 +254,12 @@ def _forget(argv: list[str]) -> int:
     return 0
 
 
+def _report(argv: list[str]) -> int:
+    from orchestrator.report_cli import main
+
+    return main(argv)
+
+
 def _feedback(argv: list[str]) -> int:
     from connectors.cli import feedback_main
 
@@ -318,6 +325,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "deploy": _deploy,
     "journeys": _journeys,
     "forget": _forget,
+    "report": _report,
     "feedback": _feedback,
     "bench": _bench,
     "ingest": _ingest,

@@ -62,6 +62,16 @@ def customer_view(state: CustomerState, catalog: Catalog, *, partition: int) -> 
             }
             for a in reversed(state.sent)
         ],
+        "deferred_actions": [
+            {
+                "action_id": p.action.action_id,
+                "journey_id": p.action.journey_id,
+                "step": p.action.step,
+                "channel": p.action.channel,
+                "reason": p.action.reason,
+            }
+            for p in state.pending
+        ],
         "journey_history": {
             journey: {
                 "entries": h.entries,
@@ -315,6 +325,21 @@ OPENAPI: dict[str, Any] = {
                                 "step": {"type": "string"},
                                 "channel": {"type": "string"},
                                 "at": _TIME,
+                                "reason": {"type": "string"},
+                            },
+                        },
+                    },
+                    "deferred_actions": {
+                        "type": "array",
+                        "description": "Held back by the contact policy (quiet hours, caps)",
+                        "items": {
+                            "type": "object",
+                            "required": ["action_id", "journey_id", "step", "channel"],
+                            "properties": {
+                                "action_id": {"type": "string"},
+                                "journey_id": {"type": "string"},
+                                "step": {"type": "string"},
+                                "channel": {"type": "string"},
                                 "reason": {"type": "string"},
                             },
                         },

@@ -16,6 +16,18 @@ ACTIONS_EMITTED = Counter(
     "Next-best-actions emitted, by journey and channel.",
     ["journey", "channel"],
 )
+ACTIONS_SUPPRESSED = Counter(
+    "rota_actions_suppressed",
+    "Actions the contact policy dropped, by journey, channel and reason (expired, "
+    "unsubscribed, no_consent, unreachable, quiet_hours, frequency_cap).",
+    ["journey", "channel", "reason"],
+)
+ACTIONS_DEFERRED = Counter(
+    "rota_actions_deferred",
+    "Actions the contact policy deferred, by journey, channel and reason (quiet_hours, "
+    "frequency_cap); each goes out, or is judged again, when its time comes.",
+    ["journey", "channel", "reason"],
+)
 DEADLETTERED = Counter(
     "rota_deadletter", "Records sent to the dead-letter topic, by reason.", ["reason"]
 )

@@ -182,6 +182,9 @@ class Settings:
     """ROTA_PARTITIONS: partitions of topics Rota creates (the upper bound on workers)."""
     journeys: Path = Path("journeys")
     """ROTA_JOURNEYS: directory (or file) of journey definitions."""
+    policy: Path | None = None
+    """ROTA_POLICY: contact policy file (frequency caps, quiet hours); unset: policy.yaml
+    when there is one, else none."""
     data_dir: Path = Path(".rota/data")
     """ROTA_DATA_DIR: RocksDB state directory of this worker (one per worker)."""
     metrics_port: int = 9464
@@ -225,6 +228,15 @@ class Settings:
         from orchestrator.topics import Topics
 
         return Topics(self.topic_prefix)
+
+    def policy_file(self) -> Path | None:
+        """The contact policy file to load, if any. A file named explicitly must exist."""
+        if self.policy is not None:
+            if not self.policy.is_file():
+                raise SettingsError(f"ROTA_POLICY={self.policy}: no such file")
+            return self.policy
+        default = Path("policy.yaml")
+        return default if default.is_file() else None
 
     def bootstrap(self) -> str:
         """The cluster to join. Commands other than ``rota run`` and the tests never

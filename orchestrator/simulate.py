@@ -4,7 +4,8 @@ The same decision core the worker runs, over a JSON-lines file of touchpoints (t
 form of ``schemas/README.md``), in file order. Time is simulated: before an event is
 decided, every timer due at or before its ``occurred_at`` fires (in due order, then in
 the order set), with ``now`` = the timer's due time; at the end, timers due up to
-``--until`` fire too. Output, one line per action, then a funnel per journey version.
+``--until`` fire too. Output, one line per action, then a funnel per journey version (and,
+with ``--report``, the report `rota report` prints, over the simulated run).
 
 ``Simulation`` is the engine without the command line; tests drive it directly.
 """
@@ -22,13 +23,16 @@ from typing import TextIO
 
 import orjson
 
+from orchestrator.analytics import JourneyTransition, transitions
 from orchestrator.core.decide import Decision, decide
 from orchestrator.core.decision import FunnelEvent, TimerFired
 from orchestrator.core.state import CustomerState
 from orchestrator.journey.catalog import Catalog, load_catalog
 from orchestrator.journey.plan import SplitStep
+from orchestrator.journey.policy_file import load_policy
 from orchestrator.journey.problems import JourneyValidationError
 from orchestrator.records import CHANNELS, NextBestAction, Touchpoint, iso, parse_time
+from orchestrator.settings import Settings
 
 
 @dataclass
@@ -41,6 +45,8 @@ class Simulation:
     states: dict[str, CustomerState] = field(default_factory=dict)
     actions: list[NextBestAction] = field(default_factory=list)
     funnel: list[FunnelEvent] = field(default_factory=list)
+    #: What a worker would publish on the analytics topic (``orchestrator.report`` reads it).
+    transitions: list[JourneyTransition] = field(default_factory=list)
     clock: int | None = None
     _timers: list[tuple[int, int, str, str]] = field(default_factory=list)
     _seq: int = 0
@@ -69,6 +75,12 @@ class Simulation:
         self.states[customer] = decision.state
         self.actions.extend(decision.actions)
         self.funnel.extend(decision.funnel)
+        if decision.funnel:
+            if isinstance(event, TimerFired):
+                at, trigger = event.now, None
+            else:
+                at, trigger = event.occurred_at, event.event_id
+            self.transitions.extend(transitions(customer, decision.funnel, at, trigger))
         for timer in decision.timers_set:
             self._seq += 1
             heapq.heappush(
@@ -167,14 +179,25 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--trace", metavar="CUSTOMER", help="explain every decision for them")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad line")
     parser.add_argument("--channel", action="append", default=[], help="extra channel name")
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        help="contact policy file (default: ROTA_POLICY, else policy.yaml if present)",
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="then the report `rota report` would print"
+    )
     args = parser.parse_args(argv)
     out = sys.stdout
+    channels = (*CHANNELS, *args.channel)
     try:
-        catalog = load_catalog(args.journeys, (*CHANNELS, *args.channel))
+        catalog = load_catalog(args.journeys, channels)
+        policy = load_policy(args.policy or Settings.from_env().policy_file(), channels)
     except JourneyValidationError as exc:
         print(exc, file=sys.stderr)
         print(f"rota simulate: {len(exc.problems)} problem(s) in the journeys", file=sys.stderr)
         return 2
+    catalog = catalog.with_policy(policy)
     until = None
     if args.until:
         try:
@@ -203,6 +226,10 @@ def main(argv: list[str]) -> int:
     out.write("\n")
     for line in funnel_report(sim):
         out.write(line + "\n")
+    if args.report:
+        from orchestrator import report
+
+        out.write("\n" + report.to_text(report.build(sim.transitions, sim.actions)))
     if bad:
         print(f"rota simulate: {bad} bad input line(s) skipped", file=sys.stderr)
         return 1

@@ -38,11 +38,23 @@ class Topics:
     def deadletter(self) -> str:
         return f"{self.prefix}.deadletter"
 
+    @property
+    def analytics(self) -> str:
+        """Every journey transition, per customer (``JourneyTransition``; see
+        orchestrator/analytics.py): what ``rota report`` measures."""
+        return f"{self.prefix}.analytics"
+
     def actions(self, channel: str) -> str:
         return f"{self.prefix}.actions.{channel}"
 
     def all_for(self, channels: Iterable[str]) -> list[str]:
-        return [self.touchpoints, self.ticks, self.deadletter, *(self.actions(c) for c in channels)]
+        return [
+            self.touchpoints,
+            self.ticks,
+            self.deadletter,
+            self.analytics,
+            *(self.actions(c) for c in channels),
+        ]
 
 
 def ensure_topics(

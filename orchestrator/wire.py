@@ -24,6 +24,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from orchestrator.analytics import JourneyTransition
 from orchestrator.records import Context, NextBestAction, Touchpoint
 
 MAGIC = b"\xc3\x01"
@@ -144,6 +145,7 @@ KNOWN = SchemaSet()
 TOUCHPOINT = Codec(load_schema("touchpoint.avsc"), KNOWN)
 ACTION = Codec(load_schema("next_best_action.avsc"), KNOWN)
 DEADLETTER = Codec(load_schema("deadletter.avsc"), KNOWN)
+TRANSITION = Codec(load_schema("journey_transition.avsc"), KNOWN)
 
 
 def encode_touchpoint(tp: Touchpoint) -> bytes:
@@ -251,3 +253,11 @@ def encode_deadletter(dl: DeadLetter) -> bytes:
 
 def decode_deadletter(data: bytes) -> DeadLetter:
     return DeadLetter(**DEADLETTER.decode(data))
+
+
+def encode_transition(t: JourneyTransition) -> bytes:
+    return TRANSITION.encode({f: getattr(t, f) for f in JourneyTransition.__slots__})
+
+
+def decode_transition(data: bytes) -> JourneyTransition:
+    return JourneyTransition(**TRANSITION.decode(data))

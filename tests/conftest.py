@@ -20,6 +20,7 @@ from orchestrator.processes import spawn, tail, terminate
 from orchestrator.topics import Topics
 
 T = TypeVar("T")
+NO_POLICY = Path(__file__).parent / "policies" / "none.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +80,9 @@ class WorkerProcess:
             "ROTA_DATA_DIR": str(data_dir),
             "ROTA_METRICS_PORT": str(self.metrics_port),
             "ROTA_TICK_INTERVAL": "0.2",
+            # No caps, no quiet hours: a test's actions must not depend on the time of
+            # day it runs at. Tests of the policy pass their own.
+            "ROTA_POLICY": str(NO_POLICY),
             **env,
         }
         self.proc = spawn(

@@ -69,7 +69,7 @@ class Customer:
 
 
 SEND_END = """
-send: {type: action, channel: email, template: hello, next: done}
+send: {type: action, channel: webhook, template: hello, next: done}
 done: {type: end}
 """
 
@@ -87,13 +87,14 @@ send:
   next: done
 done: {type: end}
 """)
-    d = decide(None, tp("Go", event_id="e1"), cat, customer_id="c1")
+    phone = {"phone": "+447700900123"}
+    d = decide(None, tp("Go", event_id="e1", traits=phone), cat, customer_id="c1")
     (a,) = d.actions
     assert (a.channel, a.template, a.offer, dict(a.payload)) == (
         "sms",
         "t1",
         "O1",
-        {"pct": 10, "code": "X"},
+        {"pct": 10, "code": "X", **phone},
     )
     assert (a.journey_id, a.journey_version, a.instance_id, a.step) == ("j", 1, "j#1", "send")
     assert (a.created_at, a.expires_at, a.priority, a.trigger_event_id) == (T0, T0 + D, 7, "e1")
@@ -139,7 +140,7 @@ def test_the_state_remembers_the_last_actions_and_why_they_were_sent():
         c.send(tp("Page Viewed"))  # no journey listens: the memory must survive it
     sent = c.state.sent
     assert [a.action_id for a in sent] == [a.action_id for a in c.actions[-RECENT_ACTIONS:]]
-    assert (sent[-1].journey_id, sent[-1].step, sent[-1].channel) == ("j", "send", "email")
+    assert (sent[-1].journey_id, sent[-1].step, sent[-1].channel) == ("j", "send", "webhook")
     assert sent[-1].reason == c.actions[-1].reason and "send" in sent[-1].reason
     assert CustomerState.from_bytes(c.state.to_bytes()) == c.state
 
@@ -199,7 +200,7 @@ def test_wait_until_a_date_in_the_profile_with_an_offset():
 
 
 WAIT_FOR = """
-ask: {type: action, channel: email, template: q, next: listen}
+ask: {type: action, channel: webhook, template: q, next: listen}
 listen:
   type: wait_for
   event: Replied
@@ -207,8 +208,8 @@ listen:
   timeout: 1d
   on_event: thanks
   on_timeout: chase
-thanks: {type: action, channel: email, template: thanks, next: done}
-chase: {type: action, channel: sms, template: chase, next: done}
+thanks: {type: action, channel: webhook, template: thanks, next: done}
+chase: {type: action, channel: webhook, template: chase, next: done}
 done: {type: end}
 """
 
@@ -240,9 +241,9 @@ b:
     - {when: profile.order_count > 5, next: vip}
     - {when: profile.order_count > 0, next: buyer}
   default: stranger
-vip: {type: action, channel: email, template: vip, next: done}
-buyer: {type: action, channel: email, template: buyer, next: done}
-stranger: {type: action, channel: email, template: stranger, next: done}
+vip: {type: action, channel: webhook, template: vip, next: done}
+buyer: {type: action, channel: webhook, template: buyer, next: done}
+stranger: {type: action, channel: webhook, template: stranger, next: done}
 done: {type: end}
 """)
     c = Customer(cat)
@@ -259,8 +260,8 @@ s:
     - {name: a, weight: 45, next: send_a}
     - {name: b, weight: 45, next: send_b}
   holdout: {weight: 10, next: hold}
-send_a: {type: action, channel: email, template: a, next: done}
-send_b: {type: action, channel: email, template: b, next: done}
+send_a: {type: action, channel: webhook, template: a, next: done}
+send_b: {type: action, channel: webhook, template: b, next: done}
 hold: {type: wait, duration: 1d, next: done}
 done: {type: end}
 """
@@ -291,7 +292,7 @@ b:
   type: branch
   cases: [{when: 'profile.traits.tier == "gold" && profile.stage == "advocacy"', next: send}]
   default: done
-send: {type: action, channel: email, template: gold, next: done}
+send: {type: action, channel: webhook, template: gold, next: done}
 done: {type: end}
 """)
     d = decide(None, tp("Go"), cat, customer_id="c1")
@@ -434,7 +435,7 @@ def test_a_late_timer_acts_at_the_time_it_fires():
 def test_revisiting_a_step_gives_a_new_action_id():
     cat = journey(
         """
-send: {type: action, channel: email, template: t, next: w}
+send: {type: action, channel: webhook, template: t, next: w}
 w: {type: wait, duration: 1h, next: again}
 again:
   type: branch

@@ -16,9 +16,9 @@ name: J
 version: 1
 entry: {event: Go, reentry: always}
 steps:
-  first: {type: action, channel: email, template: v1_first, next: pause}
+  first: {type: action, channel: webhook, template: v1_first, next: pause}
   pause: {type: wait, duration: 2h, next: second}
-  second: {type: action, channel: email, template: v1_second, next: done}
+  second: {type: action, channel: webhook, template: v1_second, next: done}
   done: {type: end}
 """
 V2 = """
@@ -27,9 +27,9 @@ name: J
 version: 2
 entry: {event: Go, reentry: always}
 steps:
-  first: {type: action, channel: sms, template: v2_first, next: hold}
+  first: {type: action, channel: webhook, template: v2_first, next: hold}
   hold: {type: wait, duration: 5h, next: second}
-  second: {type: action, channel: sms, template: v2_second, next: done}
+  second: {type: action, channel: webhook, template: v2_second, next: done}
   done: {type: end}
 """
 MIGRATE = "migrations:\n  - from: 1\n    steps: {pause: hold}\n"

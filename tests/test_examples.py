@@ -152,11 +152,14 @@ def test_nps_follow_up_depends_on_the_score(catalog):
     events = []
     for customer, score in (("detractor", 3), ("passive", 7), ("promoter", 10)):
         events += [
-            ev("2026-03-01T10:00:00Z", "Order Completed", customer, properties={"total": 20}),
+            ev("2026-03-01T10:00:00Z", "Order Completed", customer, properties={"total": 20},
+               traits={"email": f"{customer}@example.com"}),
             ev("2026-03-05T10:00:00Z", "NPS Submitted", customer, channel="email",
                properties={"score": score}),
         ]  # fmt: skip
-    events.append(ev("2026-03-01T10:00:00Z", "Order Completed", "silent"))
+    events.append(
+        ev("2026-03-01T10:00:00Z", "Order Completed", "silent", traits={"email": "s@example.com"})
+    )
     events.sort(key=lambda e: e.occurred_at)  # a recording is in time order
     assert run(catalog, events, "2026-04-01T00:00:00Z", "post_purchase_nps") == [
         ("2026-03-04T10:00:00.000Z", "detractor", "ask", "email", "nps_survey", None),

@@ -53,7 +53,7 @@ def _sign_up(producer: Producer, topic: str, customers: list[str], clock: Clock)
             channel="web",
             occurred_at=clock.now(),
             customer_id=c,
-            traits={"push_consent": True},
+            traits={"push_consent": True, "email": f"{c}@example.com"},
         )
         producer.produce(topic, key=c.encode(), value=wire.encode_touchpoint(tp))
     assert producer.flush(10) == 0

@@ -74,7 +74,7 @@ def _workload(now: int) -> list[Touchpoint]:
                     channel="web",
                     occurred_at=now + i,
                     customer_id=cid,
-                    traits={"push_consent": True} if i == 0 else {},
+                    traits={"push_consent": True, "email": f"{cid}@example.com"} if i == 0 else {},
                     context=Context(timezone="UTC"),
                 )
             )

@@ -44,8 +44,9 @@ BACKGROUND = (
 )
 REMINDER_EVENT = "Reminder Scheduled"
 REMINDER_JOURNEY = "bench_reminder"
-#: Channels whose action topics the benchmark reads.
-OFFER_CHANNEL = "email"
+#: Channels whose action topics the benchmark reads: channels without a contact point,
+#: so every customer is reachable and the contact policy lets every action through.
+OFFER_CHANNEL = "webhook"
 REMINDER_CHANNEL = "log"
 
 

@@ -21,13 +21,14 @@ stale (the instance moved on, the timer was replaced) - does nothing at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator.core import ids
 from orchestrator.core.decision import FunnelEvent, Timer, TimerFired
 from orchestrator.core.localtime import next_local_time, trait_time
+from orchestrator.core.policy import MARKETING, judge, record_send
 from orchestrator.core.profile import (
     CONTACT_TRAITS,
     PERSONALISATION_TRAITS,
@@ -40,6 +41,7 @@ from orchestrator.core.state import (
     CustomerState,
     History,
     Instance,
+    Pending,
     Profile,
     SentAction,
 )
@@ -76,6 +78,9 @@ class Decision:
     timers_cancelled: tuple[str, ...] = ()
     funnel: tuple[FunnelEvent, ...] = ()
     trace: tuple[str, ...] = ()
+    #: Actions the contact policy held back, with the reason (``policy.Reason``).
+    suppressed: tuple[tuple[NextBestAction, str], ...] = ()
+    deferred: tuple[tuple[NextBestAction, str], ...] = ()
 
 
 def decide(
@@ -107,8 +112,9 @@ def decide(
         remember(seen, event.event_id, event.occurred_at, catalog.dedup)
         profile = fold(state.profile, event)
         new = CustomerState(
-            state.customer_id, profile, (), state.history, state.silence, seen, state.sent
-        )
+            state.customer_id, profile, (), state.history, state.silence, seen,
+            state.sent, state.pending, state.contacts, state.identities,
+        )  # fmt: skip
         return Decision(new, trace=(f"{event.event_id}: no journey listens",) if trace else ())
     return _Run(state, event, event.occurred_at, catalog, trace).on_touchpoint(event)
 
@@ -147,6 +153,8 @@ class _Run:
         self.history: dict[str, History] | None = None  # copied on first write
         self.silence: dict[str, int] | None = None
         self.actions: list[NextBestAction] = []
+        self.categories: dict[str, tuple[str, str]] = {}  # action id -> category, if_capped
+        self.pending: list[Pending] = list(state.pending)
         self.timers: list[Timer] = []
         self.cancelled: list[str] = []
         self.funnel: list[FunnelEvent] = []
@@ -178,6 +186,15 @@ class _Run:
 
     def on_timer(self, fired: TimerFired) -> Decision:
         tid = fired.timer_id
+        if tid.startswith(ids.DEFER_PREFIX):
+            action_id = tid[len(ids.DEFER_PREFIX) :]
+            held = next((p for p in self.pending if p.action.action_id == action_id), None)
+            if held is None:
+                return self._stale(tid)
+            self.pending.remove(held)
+            self.actions.append(held.action)
+            self.categories[action_id] = (held.category, held.if_capped)
+            return self._decision(None)
         if tid.startswith(ids.SILENCE_PREFIX):
             journey = tid[len(ids.SILENCE_PREFIX) :]
             if self.state.silence.get(journey) != fired.due_at:
@@ -316,7 +333,9 @@ class _Run:
             step_at=self.now,
         )
         self.instances.append(inst)
-        self.funnel.append(FunnelEvent(plan.id, plan.version, "entered"))
+        self.funnel.append(
+            FunnelEvent(plan.id, plan.version, "entered", instance_id=inst.instance_id)
+        )
         self._note(inst, f"entered on {why}")
         self._advance(plan, inst, plan.start)
 
@@ -342,7 +361,9 @@ class _Run:
             self._put(inst)
             step = plan.steps[name]
             if not isinstance(step, SplitStep):  # a split counts its step once assigned
-                self.funnel.append(FunnelEvent(plan.id, plan.version, "step", name, inst.variant))
+                self.funnel.append(
+                    FunnelEvent(plan.id, plan.version, "step", name, inst.variant, inst.instance_id)
+                )
             if isinstance(step, ActionStep):
                 inst = self._act(plan, inst, step, visit)
                 name = step.next
@@ -366,7 +387,9 @@ class _Run:
                 chosen = next((v for v in step.variants if point < v.upper), step.variants[-1])
                 inst = replace(inst, variant=chosen.name)
                 self._put(inst)
-                self.funnel.append(FunnelEvent(plan.id, plan.version, "step", name, chosen.name))
+                self.funnel.append(
+                    FunnelEvent(plan.id, plan.version, "step", name, chosen.name, inst.instance_id)
+                )
                 self._note(inst, f"split {step.name}: variant {chosen.name} (bucket {point:.2f})")
                 name = chosen.next
             elif isinstance(step, UpdateStep):
@@ -439,6 +462,7 @@ class _Run:
                 trigger_event_id=self.trigger_id,
             )
         )
+        self.categories[action_id] = (step.category, step.if_capped)
         inst = replace(inst, last_action_id=action_id)
         self._put(inst)
         self._note(inst, f"{step.name}: send {step.template or step.offer or ''} on {channel}")
@@ -455,13 +479,17 @@ class _Run:
     # -- ending --------------------------------------------------------------------
 
     def _end(self, plan: JourneyPlan, inst: Instance, kind: str, why: str) -> None:
-        self.funnel.append(FunnelEvent(plan.id, plan.version, kind, inst.step, inst.variant))
+        self.funnel.append(
+            FunnelEvent(plan.id, plan.version, kind, inst.step, inst.variant, inst.instance_id)
+        )
         self._drop(inst, None, why)
 
     def _drop(self, inst: Instance, kind: str | None, why: str) -> None:
         if kind is not None:
             self.funnel.append(
-                FunnelEvent(inst.journey_id, inst.version, kind, inst.step, inst.variant)
+                FunnelEvent(
+                    inst.journey_id, inst.version, kind, inst.step, inst.variant, inst.instance_id
+                )
             )
         current = next((i for i in self.instances if i.instance_id == inst.instance_id), inst)
         if current.timer_id:
@@ -563,8 +591,57 @@ class _Run:
         why = (f"timer {timer_id}: stale or unknown, ignored",) if self.trace is not None else ()
         return Decision(self.state, trace=why)
 
+    def _judge(
+        self,
+    ) -> tuple[
+        list[NextBestAction],
+        dict[str, tuple[int, ...]],
+        list[tuple[NextBestAction, str]],
+        list[tuple[NextBestAction, str]],
+    ]:
+        """The contact policy over this decision's actions, highest priority first."""
+        policy = self.catalog.policy
+        contacts: dict[str, tuple[int, ...]] = dict(self.state.contacts)
+        sent: list[NextBestAction] = []
+        suppressed: list[tuple[NextBestAction, str]] = []
+        deferred: list[tuple[NextBestAction, str]] = []
+        for action in sorted(self.actions, key=lambda a: -a.priority):
+            category, if_capped = self.categories.get(action.action_id, (MARKETING, "defer"))
+            verdict = judge(policy, action, category, if_capped, self.profile, contacts, self.now)
+            if verdict.kind == "send":
+                sent.append(action)
+                if category == MARKETING and policy.caps:
+                    contacts = record_send(policy, contacts, action.channel, self.now)
+                continue
+            reason = verdict.reason or ""
+            if verdict.kind == "drop":
+                suppressed.append((action, reason))
+                self._say(f"policy: {action.step} on {action.channel} dropped ({verdict.detail})")
+                continue
+            assert verdict.until is not None
+            until = iso(verdict.until)
+            held = replace(action, reason=f"{action.reason}; deferred by {verdict.detail}")
+            self.pending.append(Pending(held, category, if_capped))
+            self.timers.append(
+                Timer(self.customer, ids.defer_timer_id(action.action_id), verdict.until)
+            )
+            deferred.append((action, reason))
+            self._say(
+                f"policy: {action.step} on {action.channel} deferred to {until} ({verdict.detail})"
+            )
+        return sent, contacts, suppressed, deferred
+
+    def _say(self, line: str) -> None:
+        if self.trace is not None:
+            self.trace.append(line)
+
     def _decision(self, seen: dict[str, int] | None) -> Decision:
         s = self.state
+        contacts: Mapping[str, tuple[int, ...]] = s.contacts
+        suppressed: list[tuple[NextBestAction, str]] = []
+        deferred: list[tuple[NextBestAction, str]] = []
+        if self.actions:
+            self.actions, contacts, suppressed, deferred = self._judge()
         state = CustomerState(
             customer_id=s.customer_id,
             profile=self.profile,
@@ -573,6 +650,9 @@ class _Run:
             silence=self.silence if self.silence is not None else s.silence,
             seen=seen if seen is not None else s.seen,
             sent=_remember_sent(s.sent, self.actions),
+            pending=tuple(self.pending),
+            contacts=contacts,
+            identities=s.identities,
         )
         return Decision(
             state=state,
@@ -581,6 +661,8 @@ class _Run:
             timers_cancelled=tuple(self.cancelled),
             funnel=tuple(self.funnel),
             trace=tuple(self.trace or ()),
+            suppressed=tuple(suppressed),
+            deferred=tuple(deferred),
         )
 
 

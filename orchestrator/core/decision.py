@@ -35,7 +35,10 @@ class FunnelEvent:
     """One journey transition, for funnels and metrics.
 
     ``kind`` is one of: entered, step, converted, exited, completed.
-    ``step`` is set for kind == "step" (the step the instance reached).
+    ``step`` is set for kind == "step" (the step the instance reached), and for the
+    endings (the step the instance was at). ``variant`` is the split arm the instance
+    was assigned, once assigned. ``instance_id`` says which of the customer's instances
+    moved: conversions are attributed to the actions of that instance.
     """
 
     journey_id: str
@@ -43,3 +46,4 @@ class FunnelEvent:
     kind: str
     step: str | None = None
     variant: str | None = None
+    instance_id: str | None = None

@@ -35,6 +35,13 @@ def silence_timer_id(journey: str) -> str:
     return SILENCE_PREFIX + journey
 
 
+DEFER_PREFIX = "defer:"
+
+
+def defer_timer_id(action_id: str) -> str:
+    return DEFER_PREFIX + action_id
+
+
 def bucket(customer: str, journey: str, step: str) -> float:
     """A number in [0, 100) fixed for (customer, journey, split step): the split
     assignment. Independent of the version, so a customer keeps their variant when the

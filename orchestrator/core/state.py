@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from orchestrator.records import Scalar
+from orchestrator.records import NextBestAction, Scalar
 
 FORMAT = 1
 _EMPTY: Mapping[str, Any] = {}
@@ -99,6 +99,16 @@ RECENT_ACTIONS = 5
 
 
 @dataclass(frozen=True, slots=True)
+class Pending:
+    """An action the contact policy deferred (quiet hours, a frequency cap): it is judged
+    again when its timer (``defer:<action id>``) fires."""
+
+    action: NextBestAction
+    category: str
+    if_capped: str
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerState:
     """Everything the core knows about one customer.
 
@@ -114,6 +124,11 @@ class CustomerState:
     silence: Mapping[str, int] = field(default_factory=dict)
     seen: Mapping[str, int] = field(default_factory=dict)
     sent: tuple[SentAction, ...] = ()
+    pending: tuple[Pending, ...] = ()
+    #: Send times of marketing actions per cap scope (``*`` or a channel), oldest first.
+    contacts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    #: Other keys merged into this customer (``anon:<anonymous id>``), sorted.
+    identities: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls, customer_id: str) -> CustomerState:
@@ -156,6 +171,12 @@ def _encode(s: CustomerState) -> dict[str, Any]:
         out["e"] = [[k, t] for k, t in s.seen.items()]
     if s.sent:
         out["a"] = [[a.action_id, a.journey_id, a.step, a.channel, a.at, a.reason] for a in s.sent]
+    if s.pending:
+        out["pd"] = [[p.action.to_json(), p.category, p.if_capped] for p in s.pending]
+    if s.contacts:
+        out["ct"] = {scope: list(times) for scope, times in s.contacts.items()}
+    if s.identities:
+        out["id"] = list(s.identities)
     return out
 
 
@@ -194,4 +215,7 @@ def _decode(d: dict[str, Any]) -> CustomerState:
         silence=d.get("si", {}),
         seen=dict(d.get("e", ())),
         sent=tuple(SentAction(*row) for row in d.get("a", ())),
+        pending=tuple(Pending(NextBestAction.from_json(a), c, i) for a, c, i in d.get("pd", ())),
+        contacts={scope: tuple(times) for scope, times in d.get("ct", _EMPTY).items()},
+        identities=tuple(d.get("id", ())),
     )

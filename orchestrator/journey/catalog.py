@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.core.policy import Policy
 from orchestrator.journey.compile import compile_document
 from orchestrator.journey.parse import Document, parse_text, read_documents
 from orchestrator.journey.plan import JourneyPlan
@@ -49,6 +50,8 @@ class Catalog:
     silence_any: tuple[JourneyPlan, ...]
     dedup: DedupWindow = field(default_factory=DedupWindow)
     paused: frozenset[str] = frozenset()
+    #: The contact policy over all journeys (no caps, no quiet hours by default).
+    policy: Policy = field(default_factory=Policy)
 
     @classmethod
     def of(
@@ -56,6 +59,7 @@ class Catalog:
         plans: Iterable[JourneyPlan],
         dedup: DedupWindow | None = None,
         paused: Collection[str] = (),
+        policy: Policy | None = None,
     ) -> Catalog:
         """Index ``plans`` (ids and versions must be unique). A paused journey takes no
         new entries; customers already inside carry on."""
@@ -87,6 +91,7 @@ class Catalog:
             silence_any=tuple(silence_any),
             dedup=dedup or DedupWindow(),
             paused=paused,
+            policy=policy or Policy(),
         )
 
     @classmethod
@@ -104,7 +109,10 @@ class Catalog:
         return self.plans.get((journey_id, version))
 
     def with_dedup(self, dedup: DedupWindow) -> Catalog:
-        return Catalog.of(self.plans.values(), dedup, self.paused)
+        return Catalog.of(self.plans.values(), dedup, self.paused, self.policy)
+
+    def with_policy(self, policy: Policy) -> Catalog:
+        return Catalog.of(self.plans.values(), self.dedup, self.paused, policy)
 
     def __len__(self) -> int:
         """The number of journeys (not versions)."""

@@ -209,6 +209,8 @@ class _Compiler:
                 s.get("priority", self.data.get("priority", 0)),
                 self.dur((*p, "expires_in"), s.get("expires_in")),
                 s["next"],
+                s.get("category", "marketing"),
+                s.get("if_capped", "defer"),
             )
         if kind == "wait":
             given = [k for k in ("duration", "until_time", "until_trait") if k in s]

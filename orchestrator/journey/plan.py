@@ -32,6 +32,11 @@ class ActionStep:
     priority: int
     expires_in: int | None
     next: str
+    #: ``marketing`` (the contact policy applies) or ``transactional`` (only a working
+    #: contact point is needed: no consent, caps or quiet hours).
+    category: str = "marketing"
+    #: What a frequency cap does to this action: ``defer`` it or ``drop`` it.
+    if_capped: str = "defer"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from orchestrator import broker as brokers
 from orchestrator import deployments, metrics
 from orchestrator.broker import free_port
 from orchestrator.journey.catalog import Catalog, DedupWindow
+from orchestrator.journey.policy_file import load_policy
 from orchestrator.journey.problems import JourneyValidationError
 from orchestrator.records import CHANNELS
 from orchestrator.settings import Settings
@@ -31,14 +32,17 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
     deployed = deployments.read_deployments(bootstrap, settings.topics.journeys)
     dedup = DedupWindow(settings.dedup_ids, int(settings.dedup_hours * 3_600_000))
     try:
+        policy = load_policy(settings.policy_file(), CHANNELS)
         catalog = deployments.build_catalog([settings.journeys], deployed, dedup)
     except JourneyValidationError as exc:
-        print(f"rota worker: invalid journeys, not starting:\n{exc}", file=sys.stderr)
+        print(f"rota worker: invalid journeys or policy, not starting:\n{exc}", file=sys.stderr)
         return 2
+    catalog = catalog.with_policy(policy)
     processor = Processor(catalog, settings.topics)
     metrics.JOURNEYS_LIVE.set(len(catalog))
 
     def on_change(new: Catalog) -> None:
+        new = new.with_policy(policy)
         processor.catalog = new
         metrics.JOURNEYS_LIVE.set(len(new))
         metrics.JOURNEY_RELOADS.inc()

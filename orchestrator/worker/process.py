@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from orchestrator import metrics, wire
+from orchestrator import analytics, metrics, wire
 from orchestrator.core.decide import Decision, decide
 from orchestrator.core.decision import Timer, TimerFired
 from orchestrator.core.state import CustomerState
@@ -162,7 +162,7 @@ class Processor:
             detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
             self._deadletter(rec, "processing_error", detail, result)
             return
-        self._apply(batch, customer, decision, result, tp)
+        self._apply(batch, customer, decision, result, tp, tp.occurred_at)
 
     def _fire_due(self, batch: _Batch, now: int, result: BatchResult, *, observed_at: int) -> int:
         """Fire the timers due by ``now`` (the tick's time). Lateness is measured at
@@ -192,7 +192,7 @@ class Processor:
                     result,
                 )
                 continue
-            self._apply(batch, customer, decision, result, None)
+            self._apply(batch, customer, decision, result, None, now)
         return fired
 
     def _apply(
@@ -202,7 +202,10 @@ class Processor:
         decision: Decision,
         result: BatchResult,
         tp: Touchpoint | None,
+        at: int,
     ) -> None:
+        """Take one decision's outputs (its actions, and one analytics record per funnel
+        event, stamped ``at``: the decision time) and set its timers."""
         if tp is not None and decision.state is batch.peek(customer):
             metrics.EVENTS_DUPLICATE.inc()  # the core returned the state untouched
         batch.set_state(customer, decision.state)
@@ -215,6 +218,10 @@ class Processor:
                 )
             )
             metrics.ACTIONS_EMITTED.labels(action.journey_id, action.channel).inc()
+        for action, reason in decision.suppressed:
+            metrics.ACTIONS_SUPPRESSED.labels(action.journey_id, action.channel, reason).inc()
+        for action, reason in decision.deferred:
+            metrics.ACTIONS_DEFERRED.labels(action.journey_id, action.channel, reason).inc()
         for timer in decision.timers_set:
             batch.set_timer(timer)
             metrics.TIMERS_SET.inc()
@@ -222,6 +229,13 @@ class Processor:
         # until due and the core ignores them then (it knows which timers are live).
         for step in decision.funnel:
             metrics.FUNNEL.labels(step.journey_id, step.kind, step.step or "").inc()
+        if decision.funnel:
+            key = customer.encode()
+            trigger = tp.event_id if tp is not None else None
+            for record in analytics.transitions(customer, decision.funnel, at, trigger):
+                result.out.append(
+                    Outgoing(self.topics.analytics, key, wire.encode_transition(record))
+                )
 
     def _deadletter(self, rec: Incoming, reason: str, detail: str, result: BatchResult) -> None:
         metrics.DEADLETTERED.labels(reason).inc()
