@@ -86,7 +86,11 @@ def customer_view(state: CustomerState, catalog: Catalog, *, partition: int) -> 
 def _identities(state: CustomerState) -> dict[str, Any]:
     traits = state.profile.traits
     contacts = {c: traits[c] for c in CONTACT_TRAITS.values() if traits.get(c) is not None}
-    return {"customer_id": state.customer_id, "contact_points": contacts}
+    return {
+        "customer_id": state.customer_id,
+        "linked": list(state.identities),
+        "contact_points": contacts,
+    }
 
 
 def _consent(state: CustomerState, channel: str) -> dict[str, Any]:
@@ -271,9 +275,14 @@ OPENAPI: dict[str, Any] = {
                     },
                     "identities": {
                         "type": "object",
-                        "required": ["customer_id", "contact_points"],
+                        "required": ["customer_id", "linked", "contact_points"],
                         "properties": {
                             "customer_id": {"type": "string"},
+                            "linked": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "description": "Visitors merged in (anon:<anonymous id>)",
+                            },
                             "contact_points": _OBJECT,
                         },
                     },

@@ -73,6 +73,10 @@ CONSUMER_LAG = Gauge(
 )
 PARTITIONS_ASSIGNED = Gauge("rota_partitions_assigned", "Touchpoint partitions this worker owns.")
 REBALANCES = Counter("rota_rebalances", "Consumer-group rebalances this worker took part in.")
+IDENTITIES_MERGED = Counter(
+    "rota_identities_merged",
+    "Anonymous visitors merged into a known customer (identity stitching).",
+)
 JOURNEY_RELOADS = Counter(
     "rota_journey_reloads", "Times a live deploy replaced this worker's journeys."
 )

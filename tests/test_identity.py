@@ -132,3 +132,50 @@ def test_no_event_is_lost_or_counted_twice_by_a_merge(anon_names, known_names):
         assert merged.profile.counts.get(name, 0) == a.counts.get(name, 0) + k.counts.get(name, 0)
     assert set(merged.seen) == set((anon or empty).seen) | set((known or empty).seen)
     assert merged.profile.order_count == a.order_count + k.order_count
+
+
+# -- the protocol, over two partitions' backends (the real broker: test_identity_stitching)
+
+
+def test_the_visitor_moves_over_once_and_its_later_events_follow():
+    from test_worker_process import MemoryBackend
+
+    from orchestrator import wire
+    from orchestrator.topics import Topics
+    from orchestrator.worker.process import Incoming, Processor
+
+    topics = Topics("unit")
+    processor = Processor(CATALOG, topics)
+    visitor_side, customer_side = MemoryBackend(), MemoryBackend()
+
+    def feed(backend, *tps: Touchpoint) -> list[Touchpoint]:
+        records = [Incoming(topics.touchpoints, 0, i, None, wire.encode_touchpoint(t))
+                   for i, t in enumerate(tps)]  # fmt: skip
+        result = processor.process(records, backend, now=T0 + 10 * H)
+        return [
+            wire.decode_touchpoint(o.value) for o in result.out if o.topic == topics.touchpoints
+        ]
+
+    browse = tp("Product Viewed", T0, anon="v1", colour="red")
+    assert feed(visitor_side, browse) == []
+    (stitch,) = feed(customer_side, tp("Signed In", T0 + 1, anon="v1", customer="c1"))
+    assert stitch.subject == "anon:v1"
+    assert feed(customer_side, tp("Signed In", T0 + 2, anon="v1", customer="c1")) == []  # once
+
+    (merge_tp,) = feed(visitor_side, stitch)
+    assert merge_tp.subject == "c1" and "anon:v1" not in visitor_side.states
+    assert feed(visitor_side, stitch) == []  # a replayed request moves nothing twice
+    assert feed(customer_side, merge_tp) == []
+    c1 = CustomerState.from_bytes(customer_side.states["c1"])
+    assert c1.identities == ("anon:v1",) and c1.profile.traits["colour"] == "red"
+    assert [i.journey_id for i in c1.instances] == ["browse"]
+    assert any(b"c1" in key for key in customer_side.index)  # the adopted wait's timer
+
+    feed(customer_side, merge_tp)  # a replayed merge changes nothing
+    assert CustomerState.from_bytes(customer_side.states["c1"]) == c1
+
+    later = tp("Page Viewed", T0 + 3, anon="v1")
+    (forwarded,) = feed(visitor_side, later)
+    assert (forwarded.subject, forwarded.event_id) == ("c1", later.event_id)
+    feed(customer_side, forwarded, forwarded)  # twice: processed once
+    assert CustomerState.from_bytes(customer_side.states["c1"]).profile.counts["Page Viewed"] == 1

@@ -17,11 +17,12 @@ import logging
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from orchestrator import analytics, metrics, wire
-from orchestrator.core.decide import Decision, decide
+from orchestrator.core import identity
+from orchestrator.core.decide import Decision, decide, remember
 from orchestrator.core.decision import Timer, TimerFired
 from orchestrator.core.state import CustomerState
 from orchestrator.journey.catalog import Catalog
@@ -33,11 +34,19 @@ log = logging.getLogger(__name__)
 
 #: The touchpoint that erases a customer (``rota forget`` publishes it).
 FORGET_EVENT = "Customer Forgotten"
+#: Internal touchpoints of identity stitching (see ``Processor._link``).
+STITCH_EVENT = "$stitch"
+MERGE_EVENT = "$merge"
 
 
 def forgotten_key(customer: str) -> str:
     """Where the erasure marker lives: a hash, so the table keeps no readable id."""
     return "forgotten:" + hashlib.sha256(customer.encode()).hexdigest()
+
+
+def merged_key(anon: str) -> str:
+    """Where the "merged into" marker of a visitor lives."""
+    return "merged:" + anon
 
 
 class PartitionBackend(Protocol):
@@ -155,6 +164,22 @@ class Processor:
         if batch.state(customer) is None and batch.is_forgotten(customer):
             metrics.SUPPRESSED_FORGOTTEN.inc()
             return
+        if tp.name == STITCH_EVENT:
+            self._stitch(batch, tp, result)
+            return
+        if tp.name == MERGE_EVENT:
+            self._merge(batch, tp)
+            return
+        if tp.customer_id is None:
+            target = batch.merged_into(customer)
+            if target is not None:  # a visitor already known: their events go there
+                forwarded = replace(tp, customer_id=target)
+                result.out.append(
+                    Outgoing(
+                        self.topics.touchpoints, target.encode(), wire.encode_touchpoint(forwarded)
+                    )
+                )
+                return
         try:
             decision = decide(batch.state(customer), tp, batch.catalog, customer_id=customer)
         except Exception as exc:  # a bug or bad data must not stop the partition
@@ -163,6 +188,82 @@ class Processor:
             self._deadletter(rec, "processing_error", detail, result)
             return
         self._apply(batch, customer, decision, result, tp, tp.occurred_at)
+        if tp.customer_id and tp.anonymous_id:
+            self._link(batch, customer, f"anon:{tp.anonymous_id}", tp, result)
+
+    # -- identity stitching -----------------------------------------------------------
+    #
+    # A touchpoint naming both a customer and an anonymous id links them. The visitor's
+    # state lives on the partition of ``anon:<id>``, so it moves through Kafka, in
+    # order, with every step at least once and idempotent:
+    # 1. the customer's partition records the link and sends ``$stitch`` to the visitor's
+    #    partition (once: the link is in the customer's ``identities``);
+    # 2. the visitor's partition marks the visitor as merged into the customer, deletes
+    #    the visitor's state and sends it to the customer's partition in ``$merge``;
+    #    visitor events from then on are forwarded to the customer (the marker);
+    # 3. the customer's partition folds the state in (``core.identity.merge``) and sets
+    #    the timers of what it adopted. ``$merge`` has a fixed event id, so a replay is
+    #    a duplicate; forwarded events keep their ids, so none is processed twice.
+
+    def _link(
+        self, batch: _Batch, customer: str, anon: str, tp: Touchpoint, result: BatchResult
+    ) -> None:
+        state = batch.state(customer)
+        if state is None or anon in state.identities:
+            return
+        batch.set_state(
+            customer, replace(state, identities=tuple(sorted((*state.identities, anon))))
+        )
+        request = Touchpoint(
+            event_id=f"$stitch:{anon}:{customer}",
+            type="alias",
+            name=STITCH_EVENT,
+            channel=tp.channel,
+            occurred_at=tp.occurred_at,
+            anonymous_id=anon.removeprefix("anon:"),
+            properties={"into": customer},
+        )
+        result.out.append(
+            Outgoing(self.topics.touchpoints, anon.encode(), wire.encode_touchpoint(request))
+        )
+
+    def _stitch(self, batch: _Batch, tp: Touchpoint, result: BatchResult) -> None:
+        anon, into = tp.subject, str(tp.properties.get("into") or "")
+        if not into or batch.merged_into(anon) is not None:
+            return  # a replay, or the visitor was linked to someone before: first wins
+        state = batch.move_out(anon, into)
+        metrics.IDENTITIES_MERGED.inc()
+        if state is None:
+            return  # never seen: only later events need forwarding
+        merge = Touchpoint(
+            event_id=f"$merge:{anon}",
+            type="alias",
+            name=MERGE_EVENT,
+            channel=tp.channel,
+            occurred_at=tp.occurred_at,
+            customer_id=into,
+            anonymous_id=tp.anonymous_id,
+            properties={"state": state.to_bytes().decode()},
+        )
+        result.out.append(
+            Outgoing(self.topics.touchpoints, into.encode(), wire.encode_touchpoint(merge))
+        )
+
+    def _merge(self, batch: _Batch, tp: Touchpoint) -> None:
+        customer = tp.subject
+        known = batch.state(customer)
+        if known is not None and tp.event_id in known.seen:
+            return
+        anon = CustomerState.from_bytes(str(tp.properties.get("state", "")).encode())
+        dedup = batch.catalog.dedup
+        merged, adopted = identity.merge(
+            known, anon, customer=customer, now=tp.occurred_at, max_seen=dedup.max_ids
+        )
+        seen = dict(merged.seen)
+        remember(seen, tp.event_id, tp.occurred_at, dedup)
+        batch.set_state(customer, replace(merged, seen=seen))
+        for timer in adopted:
+            batch.set_timer(timer)
 
     def _fire_due(self, batch: _Batch, now: int, result: BatchResult, *, observed_at: int) -> int:
         """Fire the timers due by ``now`` (the tick's time). Lateness is measured at
@@ -261,6 +362,8 @@ class _Batch:
         self._dirty: set[str] = set()
         #: Timer index entries fired in this batch, removed with the state changes.
         self.fired: set[bytes] = set()
+        #: Visitors merged into a customer in this batch: anon key -> customer.
+        self._moved: dict[str, str] = {}
 
     def state(self, customer: str) -> CustomerState | None:
         try:
@@ -297,6 +400,25 @@ class _Batch:
         self.backend.delete_state(customer)
         self.backend.put_state(forgotten_key(customer), b"1")
 
+    def merged_into(self, anon: str) -> str | None:
+        """The customer a visitor was merged into, if any."""
+        if not anon.startswith("anon:"):
+            return None
+        if anon in self._moved:
+            return self._moved[anon]
+        raw = self.backend.get_state(merged_key(anon))
+        return raw.decode() if raw is not None else None
+
+    def move_out(self, anon: str, into: str) -> CustomerState | None:
+        """The visitor's state, to be deleted here and marked as merged into ``into``
+        with the batch's other state changes: after the ``$merge`` carrying it is in
+        Kafka, never before."""
+        state = self.state(anon)
+        self._states[anon] = None
+        self._dirty.discard(anon)
+        self._moved[anon] = into
+        return state
+
     def is_forgotten(self, customer: str) -> bool:
         return self.backend.get_state(forgotten_key(customer)) is not None
 
@@ -306,6 +428,10 @@ class _Batch:
             if state is not None:
                 self.backend.put_state(customer, state.to_bytes())
         self._dirty.clear()
+        for anon, into in self._moved.items():
+            self.backend.delete_state(anon)
+            self.backend.put_state(merged_key(anon), into.encode())
+        self._moved.clear()
         for index_key in self.fired:
             self.backend.delete_timer(index_key)
         self.fired.clear()
