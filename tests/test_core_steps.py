@@ -473,3 +473,52 @@ def test_touchpoints_no_journey_listens_to_only_update_the_profile():
     d = decide(None, tp("Page Viewed", channel="web"), cat, customer_id="c1")
     assert d.actions == () and d.state.instances == ()
     assert d.state.profile.counts == {"Page Viewed": 1}
+
+
+def test_best_channel_can_be_the_one_the_customer_engages_with_most():
+    steps = """
+send: {type: action, channels: [sms, email], choose: engaged, template: t, next: done}
+done: {type: end}
+"""
+    c = Customer(journey(steps, entry="entry: {event: Go, reentry: always}"))
+    contacts = {"email": "a@example.com", "phone": "+447700900123"}
+    c.send(tp("Identify", traits=contacts))
+    for i in range(3):
+        c.send(tp("Email Opened", at=T0 - (i + 1) * D, channel="email"))
+    c.send(tp("SMS Replied", at=T0 - 60 * D, channel="sms"))  # long ago: it has faded
+    c.send(tp("Go"))
+    assert c.actions[-1].channel == "email"
+    assert "email: most engaged reachable of sms, email" in c.actions[-1].reason
+    first = journey(
+        steps.replace("choose: engaged", "choose: first"),
+        entry="entry: {event: Go, reentry: always}",
+    )
+    assert decide(c.state, tp("Go"), first, customer_id="c1").actions[0].channel == "sms"
+
+
+def test_the_profile_keeps_consent_with_its_source_and_time_locale_and_inactivity():
+    c = Customer(
+        journey(
+            """
+quiet: {type: wait, duration: 40d, next: check}
+check:
+  type: branch
+  cases: [{when: "profile.days_inactive >= 30 && profile.locale == 'fr-FR'", next: back}]
+  default: done
+back: {type: action, channel: webhook, template: welcome_back, next: done}
+done: {type: end}
+"""
+        )
+    )
+    c.send(tp("Page Viewed", at=T0 - 40 * D, context=Context(locale="fr-FR")))
+    c.send(tp("Unsubscribed", at=T0 - 35 * D, channel="email", source="sendgrid"))
+    c.send(tp("Prefs Saved", at=T0 - 34 * D, traits={"sms_consent": True}))
+    profile = c.state.profile
+    assert profile.consent == {
+        "email": ("unsubscribed", "sendgrid", T0 - 35 * D),
+        "sms": ("subscribed", "traits", T0 - 34 * D),
+    }
+    assert profile.locale == "fr-FR"
+    c.send(tp("Go"))
+    c.fire()
+    assert c.steps() == ["back"]  # 40 days without an event, French locale

@@ -33,6 +33,7 @@ from orchestrator.core.profile import (
     CONTACT_TRAITS,
     PERSONALISATION_TRAITS,
     as_cel,
+    engagement_on,
     fold,
     reachable,
 )
@@ -431,8 +432,14 @@ class _Run:
 
     def _act(self, plan: JourneyPlan, inst: Instance, step: ActionStep, visit: int) -> Instance:
         channel = step.channels[0]
+        how = ""
         if step.best_of:
-            found = next((c for c in step.channels if reachable(self.profile, c)), None)
+            candidates = [c for c in step.channels if reachable(self.profile, c)]
+            if step.choose == "engaged" and candidates:
+                scores = {c: engagement_on(self.profile, c, self.now) for c in candidates}
+                candidates.sort(key=lambda c: -scores[c])  # stable: ties keep list order
+            found = candidates[0] if candidates else None
+            how = "most engaged reachable" if step.choose == "engaged" else "first reachable"
             if found is None:
                 self._note(inst, f"{step.name}: no reachable channel among {step.channels}")
                 return inst
@@ -458,7 +465,9 @@ class _Run:
                 payload=payload,
                 priority=step.priority,
                 expires_at=self.now + step.expires_in if step.expires_in else None,
-                reason=f"{plan.key} {step.name}" + (f" ({inst.variant})" if inst.variant else ""),
+                reason=f"{plan.key} {step.name}"
+                + (f" ({inst.variant})" if inst.variant else "")
+                + (f"; {channel}: {how} of {', '.join(step.channels)}" if how else ""),
                 trigger_event_id=self.trigger_id,
             )
         )
@@ -539,7 +548,7 @@ class _Run:
                 return self._event_value()
             if name == "profile":
                 if self._profile_cel is None:
-                    self._profile_cel = as_cel(self.profile)
+                    self._profile_cel = as_cel(self.profile, self.now)
                 return self._profile_cel
             if name == "now":
                 return self.now

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from orchestrator.core import ids
 from orchestrator.core.decision import Timer
+from orchestrator.core.profile import decayed
 from orchestrator.core.state import RECENT_ACTIONS, CustomerState, History, Profile
 
 
@@ -57,7 +58,29 @@ def merge_profiles(known: Profile, anon: Profile) -> Profile:
         stage=known.stage or anon.stage,
         timezone=known.timezone or anon.timezone,
         unsubscribed=tuple(sorted(set(known.unsubscribed) | set(anon.unsubscribed))),
+        locale=known.locale or anon.locale,
+        engagement=_engagement(known, anon),
+        consent={
+            c: max((v for v in (anon.consent.get(c), known.consent.get(c)) if v), key=_at)
+            for c in {*known.consent, *anon.consent}
+        },
     )
+
+
+def _at(change: tuple[str, str, int]) -> int:
+    return change[2]
+
+
+def _engagement(known: Profile, anon: Profile) -> dict[str, tuple[float, int]]:
+    out = dict(anon.engagement)
+    for channel, (score, since) in known.engagement.items():
+        if channel not in out:
+            out[channel] = (score, since)
+            continue
+        other, other_since = out[channel]
+        at = max(since, other_since)
+        out[channel] = (decayed(score, since, at) + decayed(other, other_since, at), at)
+    return out
 
 
 def merge(

@@ -31,6 +31,10 @@ RESUBSCRIBE_EVENTS = frozenset({"Subscribed", "Resubscribed"})
 #: the address dead (hard bounce) sets the trait ``<contact>_bounced``; a new address
 #: clears it.
 CONTACT_TRAITS: Mapping[str, str] = {"email": "email", "sms": "phone", "push": "push_token"}
+#: Touchpoint types the customer initiates: they count as engagement on their channel.
+ENGAGEMENT_TYPES = frozenset({"track", "page", "screen"})
+#: An engagement event's weight halves every 30 days.
+ENGAGEMENT_HALF_LIFE = 30 * 86_400_000
 #: Traits copied into every action's payload, for templates to greet the customer.
 PERSONALISATION_TRAITS = ("first_name", "last_name", "name")
 
@@ -66,6 +70,7 @@ def fold(profile: Profile, tp: Touchpoint) -> Profile:
     order_count, total_spent = p.order_count, p.total_spent
     nps, csat, effort = p.nps, p.csat, p.effort
     unsubscribed = p.unsubscribed
+    consent = p.consent
     props = tp.properties
     if name in ORDER_EVENTS:
         amount = _number(props.get("total", props.get("revenue")))
@@ -91,10 +96,39 @@ def fold(profile: Profile, tp: Touchpoint) -> Profile:
         else:
             subs.discard(channel)
         unsubscribed = tuple(sorted(subs))
+        status = "unsubscribed" if name in UNSUBSCRIBE_EVENTS else "subscribed"
+        consent = {**consent, channel: (status, tp.source or tp.channel, at)}
+    if tp.traits:
+        for trait, value in tp.traits.items():
+            if trait.endswith("_consent") and isinstance(value, bool):
+                status = "subscribed" if value else "unsubscribed"
+                channel = trait.removesuffix("_consent")
+                consent = {**consent, channel: (status, tp.source or "traits", at)}
+    engagement = p.engagement
+    if tp.type in ENGAGEMENT_TYPES:
+        score, since = engagement.get(tp.channel, (0.0, at))
+        engagement = {**engagement, tp.channel: (decayed(score, since, at) + 1.0, max(at, since))}
+    locale = tp.context.locale or p.locale
+    trait_locale = traits.get("locale")
+    if isinstance(trait_locale, str) and trait_locale:
+        locale = trait_locale
     return Profile(
         traits, counts, last_at, last_seen, first_seen, last_event, order_count, total_spent,
-        nps, csat, effort, p.stage, timezone, unsubscribed,
+        nps, csat, effort, p.stage, timezone, unsubscribed, locale, engagement, consent,
     )  # fmt: skip
+
+
+def decayed(score: float, since: int, now: int) -> float:
+    """``score`` as of ``since``, seen at ``now`` (never grows back for earlier times)."""
+    if now <= since:
+        return score
+    return score * 0.5 ** ((now - since) / ENGAGEMENT_HALF_LIFE)
+
+
+def engagement_on(profile: Profile, channel: str, now: int) -> float:
+    """How engaged the customer is on ``channel`` at ``now``."""
+    score, since = profile.engagement.get(channel, (0.0, now))
+    return decayed(score, since, now)
 
 
 def reachable(profile: Profile, channel: str) -> bool:
@@ -134,9 +168,12 @@ def _number(value: Scalar) -> float | None:
         return None
 
 
-def as_cel(profile: Profile) -> dict[str, Any]:
-    """The ``profile`` variable of conditions. Unset scores are absent (use ``has()``)."""
+def as_cel(profile: Profile, now: int) -> dict[str, Any]:
+    """The ``profile`` variable of conditions at ``now``. Unset scores are absent (use
+    ``has()``)."""
     out: dict[str, Any] = {
+        "engagement": {c: engagement_on(profile, c, now) for c in profile.engagement},
+        "consent": {c: v[0] for c, v in profile.consent.items()},
         "traits": profile.traits,
         "counts": profile.counts,
         "last_at": profile.last_at,
@@ -146,8 +183,12 @@ def as_cel(profile: Profile) -> dict[str, Any]:
         "average_order_value": profile.average_order_value,
         "unsubscribed": list(profile.unsubscribed),
     }
-    for key in ("first_seen_at", "last_event_at", "nps", "csat", "effort", "stage", "timezone"):
+    for key in (
+        "first_seen_at", "last_event_at", "nps", "csat", "effort", "stage", "timezone", "locale",
+    ):  # fmt: skip
         value = getattr(profile, key)
         if value is not None:
             out[key] = value
+    if profile.last_event_at is not None:
+        out["days_inactive"] = max(0, now - profile.last_event_at) // 86_400_000
     return out

@@ -43,6 +43,12 @@ class Profile:
     stage: str | None = None
     timezone: str | None = None
     unsubscribed: tuple[str, ...] = ()
+    locale: str | None = None
+    #: Per channel: [score, at] - customer-initiated events on the channel, each worth 1
+    #: and halving every ``profile.ENGAGEMENT_HALF_LIFE`` (value as of ``at``).
+    engagement: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    #: Per channel: [subscribed | unsubscribed, source, at] of the last consent change.
+    consent: Mapping[str, tuple[str, str, int]] = field(default_factory=dict)
 
     @property
     def average_order_value(self) -> float:
@@ -153,6 +159,8 @@ def _encode(s: CustomerState) -> dict[str, Any]:
         ("tr", p.traits), ("n", p.counts), ("la", p.last_at), ("ls", p.last_seen),
         ("fs", p.first_seen_at), ("le", p.last_event_at), ("nps", p.nps), ("csat", p.csat),
         ("ces", p.effort), ("st", p.stage), ("tz", p.timezone), ("un", list(p.unsubscribed)),
+        ("lc", p.locale), ("en", {k: list(v) for k, v in p.engagement.items()}),
+        ("cs", {k: list(v) for k, v in p.consent.items()}),
     ):  # fmt: skip
         if value is None or (isinstance(value, dict | list) and not value):
             continue
@@ -206,6 +214,9 @@ def _decode(d: dict[str, Any]) -> CustomerState:
         stage=p.get("st"),
         timezone=p.get("tz"),
         unsubscribed=tuple(p.get("un", ())),
+        locale=p.get("lc"),
+        engagement={k: (v[0], v[1]) for k, v in p.get("en", _EMPTY).items()},
+        consent={k: (v[0], v[1], v[2]) for k, v in p.get("cs", _EMPTY).items()},
     )
     return CustomerState(
         customer_id=d["c"],

@@ -211,6 +211,7 @@ class _Compiler:
                 s["next"],
                 s.get("category", "marketing"),
                 s.get("if_capped", "defer"),
+                s.get("choose", "first"),
             )
         if kind == "wait":
             given = [k for k in ("duration", "until_time", "until_trait") if k in s]

@@ -37,6 +37,9 @@ class ActionStep:
     category: str = "marketing"
     #: What a frequency cap does to this action: ``defer`` it or ``drop`` it.
     if_capped: str = "defer"
+    #: With ``channels``: ``first`` reachable in list order, or the reachable one the
+    #: customer is most engaged on, ``engaged`` (ties: list order).
+    choose: str = "first"
 
 
 @dataclass(frozen=True, slots=True)
