@@ -24,6 +24,7 @@ def _signup(event_id: str) -> bytes:
             channel="web",
             occurred_at=1_000,
             customer_id="gone",
+            traits={"email": "gone@example.com"},
         )
     )
 
