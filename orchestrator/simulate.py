@@ -24,6 +24,7 @@ from typing import TextIO
 import orjson
 
 from orchestrator.analytics import JourneyTransition, transitions
+from orchestrator.core import bandit
 from orchestrator.core.decide import Decision, decide
 from orchestrator.core.decision import FunnelEvent, TimerFired
 from orchestrator.core.state import CustomerState
@@ -48,6 +49,8 @@ class Simulation:
     #: What a worker would publish on the analytics topic (``orchestrator.report`` reads it).
     transitions: list[JourneyTransition] = field(default_factory=list)
     clock: int | None = None
+    #: Offer statistics: one set for every customer (a worker keeps one per partition).
+    bandits: dict[str, tuple[int, int]] = field(default_factory=dict)
     _timers: list[tuple[int, int, str, str]] = field(default_factory=list)
     _seq: int = 0
 
@@ -70,9 +73,15 @@ class Simulation:
     def _decide(self, customer: str, event: Touchpoint | TimerFired, what: str) -> Decision:
         traced = customer == self.trace_customer
         decision = decide(
-            self.states.get(customer), event, self.catalog, customer_id=customer, trace=traced
+            self.states.get(customer),
+            event,
+            self.catalog,
+            customer_id=customer,
+            trace=traced,
+            bandits=self.bandits,
         )
         self.states[customer] = decision.state
+        bandit.learn(self.bandits, decision.bandit_pulls, decision.bandit_wins)
         self.actions.extend(decision.actions)
         self.funnel.extend(decision.funnel)
         if decision.funnel:

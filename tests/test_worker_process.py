@@ -152,10 +152,10 @@ def test_an_event_whose_processing_raises_is_dead_lettered_and_the_rest_carry_on
 
     real = process.decide
 
-    def flaky(state, event, catalog, *, customer_id):
+    def flaky(state, event, catalog, **kw):
         if getattr(event, "event_id", "") == "boom":
             raise ZeroDivisionError("a bug in a condition")
-        return real(state, event, catalog, customer_id=customer_id)
+        return real(state, event, catalog, **kw)
 
     monkeypatch.setattr(process, "decide", flaky)
     processor = Processor(catalog_from_yaml(), TOPICS)

@@ -25,12 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from orchestrator.core import ids
+from orchestrator.core import bandit, ids
 from orchestrator.core.decision import FunnelEvent, Timer, TimerFired
 from orchestrator.core.localtime import next_local_time, trait_time
 from orchestrator.core.policy import MARKETING, judge, record_send
 from orchestrator.core.profile import (
     CONTACT_TRAITS,
+    ENGAGEMENT_TYPES,
     PERSONALISATION_TRAITS,
     as_cel,
     engagement_on,
@@ -82,6 +83,9 @@ class Decision:
     #: Actions the contact policy held back, with the reason (``policy.Reason``).
     suppressed: tuple[tuple[NextBestAction, str], ...] = ()
     deferred: tuple[tuple[NextBestAction, str], ...] = ()
+    #: Bandit arms pulled (an action with a bandit-chosen offer emitted) and won.
+    bandit_pulls: tuple[str, ...] = ()
+    bandit_wins: tuple[str, ...] = ()
 
 
 def decide(
@@ -91,13 +95,15 @@ def decide(
     *,
     customer_id: str,
     trace: bool = False,
+    bandits: bandit.Stats | None = None,
 ) -> Decision:
     """Advance one customer by one event or timer. ``customer_id`` is the state key
-    (``Touchpoint.subject`` or ``TimerFired.customer_id``)."""
+    (``Touchpoint.subject`` or ``TimerFired.customer_id``); ``bandits`` the offer
+    statistics shared with the customer's partition (``core.bandit``)."""
     if state is None:
         state = CustomerState.empty(customer_id)
     if isinstance(event, TimerFired):
-        return _Run(state, event, event.now, catalog, trace).on_timer(event)
+        return _Run(state, event, event.now, catalog, trace, bandits).on_timer(event)
     if event.event_id in state.seen:
         why = (f"{event.event_id}: duplicate event id, ignored",) if trace else ()
         return Decision(state, trace=why)
@@ -107,6 +113,7 @@ def decide(
         and name not in catalog.by_trigger
         and name not in catalog.silence_by_event
         and not catalog.silence_any
+        and not (event.action_id and state.sent)  # may reward a bandit's offer
     ):
         # The common case: no journey can react. Only the profile and the window change.
         seen = dict(state.seen)
@@ -117,7 +124,7 @@ def decide(
             state.sent, state.pending, state.contacts, state.identities,
         )  # fmt: skip
         return Decision(new, trace=(f"{event.event_id}: no journey listens",) if trace else ())
-    return _Run(state, event, event.occurred_at, catalog, trace).on_touchpoint(event)
+    return _Run(state, event, event.occurred_at, catalog, trace, bandits).on_touchpoint(event)
 
 
 def remember(seen: dict[str, int], event_id: str, now: int, window: DedupWindow) -> None:
@@ -143,8 +150,13 @@ class _Run:
         now: int,
         catalog: Catalog,
         trace: bool,
+        bandits: bandit.Stats | None = None,
     ):
         self.state = state
+        self.bandits: bandit.Stats = bandits or {}
+        self.sent: list[SentAction] = list(state.sent)
+        self.arms: dict[str, str] = {}  # action id -> bandit arm of its offer
+        self.wins: list[str] = []
         self.customer = state.customer_id
         self.event = event
         self.now = now
@@ -168,6 +180,8 @@ class _Run:
 
     def on_touchpoint(self, tp: Touchpoint) -> Decision:
         self.profile = fold(self.state.profile, tp)
+        if tp.action_id and tp.type in ENGAGEMENT_TYPES:
+            self._reward(lambda a: a.action_id == tp.action_id)
         seen = dict(self.state.seen)
         remember(seen, tp.event_id, self.now, self.catalog.dedup)
         name = tp.name
@@ -194,6 +208,7 @@ class _Run:
                 return self._stale(tid)
             self.pending.remove(held)
             self.actions.append(held.action)
+            self._rearm(held.action)
             self.categories[action_id] = (held.category, held.if_capped)
             return self._decision(None)
         if tid.startswith(ids.SILENCE_PREFIX):
@@ -447,6 +462,9 @@ class _Run:
         action_id = ids.action_id(
             self.customer, plan.id, plan.version, inst.instance_id, step.name, visit
         )
+        offer, offer_note = step.offer, ""
+        if step.offers:
+            offer, offer_note = self._choose_offer(plan, step, action_id)
         payload = {**step.params, **self._contact(channel)}
         if inst.variant is not None:
             payload["variant"] = inst.variant
@@ -461,13 +479,14 @@ class _Run:
                 channel=channel,
                 created_at=self.now,
                 template=step.template,
-                offer=step.offer,
+                offer=offer,
                 payload=payload,
                 priority=step.priority,
                 expires_at=self.now + step.expires_in if step.expires_in else None,
                 reason=f"{plan.key} {step.name}"
                 + (f" ({inst.variant})" if inst.variant else "")
-                + (f"; {channel}: {how} of {', '.join(step.channels)}" if how else ""),
+                + (f"; {channel}: {how} of {', '.join(step.channels)}" if how else "")
+                + offer_note,
                 trigger_event_id=self.trigger_id,
             )
         )
@@ -476,6 +495,32 @@ class _Run:
         self._put(inst)
         self._note(inst, f"{step.name}: send {step.template or step.offer or ''} on {channel}")
         return inst
+
+    def _choose_offer(self, plan: JourneyPlan, step: ActionStep, action_id: str) -> tuple[str, str]:
+        segment = str(self.profile.traits.get(step.segment_by, "")) if step.segment_by else ""
+        arms = {o: bandit.arm(plan.id, step.name, segment, o) for o in step.offers}
+        offer = bandit.choose(step.offers, arms, self.bandits, seed=action_id)
+        self.arms[action_id] = arms[offer]
+        pulls, wins = self.bandits.get(arms[offer], (0, 0))
+        return offer, f"; offer {offer} by bandit ({wins}/{pulls} won so far)"
+
+    def _rearm(self, action: NextBestAction) -> None:
+        """A deferred action going out now counts as a pull of its offer's arm."""
+        plan = self.catalog.plan(action.journey_id, action.journey_version)
+        step = plan.steps.get(action.step) if plan else None
+        if plan is None or not isinstance(step, ActionStep) or not step.offers:
+            return
+        segment = str(self.profile.traits.get(step.segment_by, "")) if step.segment_by else ""
+        self.arms[action.action_id] = bandit.arm(plan.id, step.name, segment, action.offer or "")
+
+    def _reward(self, matches: Callable[[SentAction], bool]) -> None:
+        """Credit the newest unrewarded bandit action that ``matches`` (once each)."""
+        for n in range(len(self.sent) - 1, -1, -1):
+            a = self.sent[n]
+            if a.arm and not a.won and matches(a):
+                self.sent[n] = replace(a, won=True)
+                self.wins.append(a.arm)
+                return
 
     def _contact(self, channel: str) -> dict[str, Scalar]:
         """What the connector needs to address and greet the customer: the channel's
@@ -488,6 +533,8 @@ class _Run:
     # -- ending --------------------------------------------------------------------
 
     def _end(self, plan: JourneyPlan, inst: Instance, kind: str, why: str) -> None:
+        if kind == "converted":
+            self._reward(lambda a: a.journey_id == plan.id)
         self.funnel.append(
             FunnelEvent(plan.id, plan.version, kind, inst.step, inst.variant, inst.instance_id)
         )
@@ -658,7 +705,7 @@ class _Run:
             history=self.history if self.history is not None else s.history,
             silence=self.silence if self.silence is not None else s.silence,
             seen=seen if seen is not None else s.seen,
-            sent=_remember_sent(s.sent, self.actions),
+            sent=_remember_sent(self.sent, self.actions, self.arms),
             pending=tuple(self.pending),
             contacts=contacts,
             identities=s.identities,
@@ -672,19 +719,29 @@ class _Run:
             trace=tuple(self.trace or ()),
             suppressed=tuple(suppressed),
             deferred=tuple(deferred),
+            bandit_pulls=tuple(
+                self.arms[a.action_id] for a in self.actions if a.action_id in self.arms
+            ),
+            bandit_wins=tuple(self.wins),
         )
 
 
 def _remember_sent(
-    sent: tuple[SentAction, ...], actions: list[NextBestAction]
+    sent: list[SentAction], actions: list[NextBestAction], arms: Mapping[str, str]
 ) -> tuple[SentAction, ...]:
-    if not actions:
-        return sent
-    new = tuple(
-        SentAction(a.action_id, a.journey_id, a.step, a.channel, a.created_at, a.reason)
+    new = [
+        SentAction(
+            a.action_id,
+            a.journey_id,
+            a.step,
+            a.channel,
+            a.created_at,
+            a.reason,
+            arms.get(a.action_id),
+        )
         for a in actions
-    )
-    return (sent + new)[-RECENT_ACTIONS:]
+    ]
+    return tuple(sent + new)[-RECENT_ACTIONS:]
 
 
 def _journey_value(plan: JourneyPlan, inst: Instance | None) -> dict[str, Any]:

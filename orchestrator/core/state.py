@@ -98,6 +98,9 @@ class SentAction:
     channel: str
     at: int
     reason: str
+    #: The bandit arm that chose its offer, and whether it has been rewarded.
+    arm: str | None = None
+    won: bool = False
 
 
 #: Actions remembered per customer, newest last.
@@ -178,7 +181,11 @@ def _encode(s: CustomerState) -> dict[str, Any]:
     if s.seen:
         out["e"] = [[k, t] for k, t in s.seen.items()]
     if s.sent:
-        out["a"] = [[a.action_id, a.journey_id, a.step, a.channel, a.at, a.reason] for a in s.sent]
+        out["a"] = [
+            [a.action_id, a.journey_id, a.step, a.channel, a.at, a.reason]
+            + ([a.arm, a.won] if a.arm else [])
+            for a in s.sent
+        ]
     if s.pending:
         out["pd"] = [[p.action.to_json(), p.category, p.if_capped] for p in s.pending]
     if s.contacts:

@@ -199,6 +199,12 @@ class _Compiler:
                         if close
                         else f"known channels: {', '.join(sorted(self.channels))}",
                     )
+            if "offer" in s and "offers" in s:
+                self.error(
+                    (*p, "offers"),
+                    f"step {name!r}: give `offer` or `offers`, not both",
+                    "offers: [A, B] lets a bandit choose; offer: A always sends A",
+                )
             return ActionStep(
                 name,
                 chans,
@@ -212,6 +218,8 @@ class _Compiler:
                 s.get("category", "marketing"),
                 s.get("if_capped", "defer"),
                 s.get("choose", "first"),
+                tuple(s.get("offers", ())),
+                s.get("segment_by"),
             )
         if kind == "wait":
             given = [k for k in ("duration", "until_time", "until_trait") if k in s]

@@ -40,6 +40,10 @@ class ActionStep:
     #: With ``channels``: ``first`` reachable in list order, or the reachable one the
     #: customer is most engaged on, ``engaged`` (ties: list order).
     choose: str = "first"
+    #: Candidate offers, one chosen per action by a Thompson-sampling bandit
+    #: (``orchestrator.core.bandit``), learning per value of the ``segment_by`` trait.
+    offers: tuple[str, ...] = ()
+    segment_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

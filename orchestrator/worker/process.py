@@ -20,8 +20,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+import orjson
+
 from orchestrator import analytics, metrics, wire
-from orchestrator.core import identity
+from orchestrator.core import bandit, identity
 from orchestrator.core.decide import Decision, decide, remember
 from orchestrator.core.decision import Timer, TimerFired
 from orchestrator.core.state import CustomerState
@@ -42,6 +44,10 @@ MERGE_EVENT = "$merge"
 def forgotten_key(customer: str) -> str:
     """Where the erasure marker lives: a hash, so the table keeps no readable id."""
     return "forgotten:" + hashlib.sha256(customer.encode()).hexdigest()
+
+
+#: Where a partition keeps its offer statistics, in its customers table.
+BANDITS_KEY = "$bandits"
 
 
 def merged_key(anon: str) -> str:
@@ -181,7 +187,13 @@ class Processor:
                 )
                 return
         try:
-            decision = decide(batch.state(customer), tp, batch.catalog, customer_id=customer)
+            decision = decide(
+                batch.state(customer),
+                tp,
+                batch.catalog,
+                customer_id=customer,
+                bandits=batch.bandits(),
+            )
         except Exception as exc:  # a bug or bad data must not stop the partition
             log.exception("processing failed for event %s", tp.event_id)
             detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
@@ -283,7 +295,9 @@ class Processor:
                 continue  # erased (or never stored): nothing left to act on
             event = TimerFired(customer_id=customer, timer_id=timer_id, due_at=due_at, now=now)
             try:
-                decision = decide(state, event, batch.catalog, customer_id=customer)
+                decision = decide(
+                    state, event, batch.catalog, customer_id=customer, bandits=batch.bandits()
+                )
             except Exception as exc:
                 log.exception("timer %s failed", timer_id)
                 self._deadletter(
@@ -319,6 +333,8 @@ class Processor:
                 )
             )
             metrics.ACTIONS_EMITTED.labels(action.journey_id, action.channel).inc()
+        if decision.bandit_pulls or decision.bandit_wins:
+            batch.learn(decision.bandit_pulls, decision.bandit_wins)
         for action, reason in decision.suppressed:
             metrics.ACTIONS_SUPPRESSED.labels(action.journey_id, action.channel, reason).inc()
         for action, reason in decision.deferred:
@@ -364,6 +380,8 @@ class _Batch:
         self.fired: set[bytes] = set()
         #: Visitors merged into a customer in this batch: anon key -> customer.
         self._moved: dict[str, str] = {}
+        self._bandits: dict[str, tuple[int, int]] | None = None
+        self._bandits_dirty = False
 
     def state(self, customer: str) -> CustomerState | None:
         try:
@@ -400,6 +418,16 @@ class _Batch:
         self.backend.delete_state(customer)
         self.backend.put_state(forgotten_key(customer), b"1")
 
+    def bandits(self) -> dict[str, tuple[int, int]]:
+        """The partition's offer statistics (``core.bandit``), read once per batch."""
+        if self._bandits is None:
+            raw = self.backend.get_state(BANDITS_KEY)
+            self._bandits = {k: (v[0], v[1]) for k, v in orjson.loads(raw).items()} if raw else {}
+        return self._bandits
+
+    def learn(self, pulls: Sequence[str], wins: Sequence[str]) -> None:
+        self._bandits_dirty |= bandit.learn(self.bandits(), pulls, wins)
+
     def merged_into(self, anon: str) -> str | None:
         """The customer a visitor was merged into, if any."""
         if not anon.startswith("anon:"):
@@ -428,6 +456,9 @@ class _Batch:
             if state is not None:
                 self.backend.put_state(customer, state.to_bytes())
         self._dirty.clear()
+        if self._bandits_dirty and self._bandits is not None:
+            self.backend.put_state(BANDITS_KEY, orjson.dumps(self._bandits))
+            self._bandits_dirty = False
         for anon, into in self._moved.items():
             self.backend.delete_state(anon)
             self.backend.put_state(merged_key(anon), into.encode())

@@ -32,7 +32,10 @@ def install_web(app: faust.App, customers: Any, processor: Processor) -> None:
             return view.json(
                 {"error": "no state for this customer (never seen, or forgotten)"}, status=404
             )
-        state = CustomerState.from_bytes(bytes(raw))
+        try:
+            state = CustomerState.from_bytes(bytes(raw))
+        except ValueError:  # a marker kept next to states (erasure, merge, statistics)
+            return view.json({"error": "not a customer"}, status=404)
         partition = app.producer.key_partition(changelog, key).partition
         return view.json(inspector.customer_view(state, processor.catalog, partition=partition))
 
