@@ -299,6 +299,17 @@ def _summary(
         width = max(len(j) for j, _ in by)
         for (journey, channel), v in sorted(by.items()):
             print(f"  {journey:<{width}}  {channel:<12} {v:>8,.0f}")
+    for metric, what in (
+        ("rota_actions_deferred_total", "deferred by the contact policy"),
+        ("rota_actions_suppressed_total", "dropped by the contact policy"),
+    ):
+        reasons: dict[str, float] = defaultdict(float)
+        for (name, labels), v in w.items():
+            if name == metric:
+                reasons[dict(labels)["reason"]] += v
+        if reasons:
+            detail = "  ".join(f"{r}={v:,.0f}" for r, v in sorted(reasons.items()))
+            print(f"{what}: {sum(reasons.values()):,.0f}  {detail}")
     results: dict[str, float] = defaultdict(float)
     for (name, labels), v in c.items():
         if name == "rota_connector_deliveries_total":
