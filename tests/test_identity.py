@@ -179,3 +179,33 @@ def test_the_visitor_moves_over_once_and_its_later_events_follow():
     assert (forwarded.subject, forwarded.event_id) == ("c1", later.event_id)
     feed(customer_side, forwarded, forwarded)  # twice: processed once
     assert CustomerState.from_bytes(customer_side.states["c1"]).profile.counts["Page Viewed"] == 1
+
+
+def test_several_identifiers_resolve_to_one_customer():
+    from test_worker_process import MemoryBackend
+
+    from orchestrator import wire
+    from orchestrator.topics import Topics
+    from orchestrator.worker.process import Incoming, Processor
+
+    topics = Topics("unit")
+    processor = Processor(CATALOG, topics)
+    sides = {"anon:device:abc": MemoryBackend(), "anon:loyalty:1": MemoryBackend()}
+    customer_side = MemoryBackend()
+
+    def feed(backend, t: Touchpoint) -> list[Touchpoint]:
+        rec = Incoming(topics.touchpoints, 0, 0, None, wire.encode_touchpoint(t))
+        out = processor.process([rec], backend, now=T0 + H).out
+        return [wire.decode_touchpoint(o.value) for o in out if o.topic == topics.touchpoints]
+
+    feed(sides["anon:device:abc"], tp("App Opened", T0, anon="device:abc"))
+    feed(sides["anon:loyalty:1"], tp("Store Visit", T0 + 1, anon="loyalty:1"))
+    for n, ident in enumerate(("device:abc", "loyalty:1")):
+        (stitch,) = feed(customer_side, tp("Alias", T0 + 2 + n, anon=ident, customer="c1"))
+        (merge_tp,) = feed(sides[stitch.subject], stitch)
+        feed(customer_side, merge_tp)
+    c1 = CustomerState.from_bytes(customer_side.states["c1"])
+    assert c1.identities == ("anon:device:abc", "anon:loyalty:1")
+    assert c1.profile.counts == {"App Opened": 1, "Store Visit": 1, "Alias": 2}
+    (forwarded,) = feed(sides["anon:loyalty:1"], tp("Store Visit", T0 + 9, anon="loyalty:1"))
+    assert forwarded.subject == "c1"
