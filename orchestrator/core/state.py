@@ -3,7 +3,11 @@
 This is the value the worker keeps per customer in RocksDB; ``decide`` maps it (plus an
 event) to a new one. Values are immutable by convention: the ``Mapping`` fields hold
 plain dicts for speed, and nothing mutates them after construction - ``decide`` builds
-new ones. ``to_bytes`` is deterministic (orjson, sorted keys; ordered collections are
+new ones. The classes built on every event (``Profile``, ``Instance``,
+``CustomerState``) are not ``frozen`` for the same reason: a frozen dataclass sets each
+field through ``object.__setattr__``, which made building them twice as slow and cost
+the core about a fifth of its decisions per second (measured with ``rota bench``'s core
+phase). ``to_bytes`` is deterministic (orjson, sorted keys; ordered collections are
 stored as lists), so equal states are equal bytes.
 """
 
@@ -21,7 +25,7 @@ FORMAT = 1
 _EMPTY: Mapping[str, Any] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Profile:
     """One view of the customer, merged from every channel's events.
 
@@ -55,7 +59,7 @@ class Profile:
         return self.total_spent / self.order_count if self.order_count else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Instance:
     """A customer's live passage through one journey version.
 
@@ -117,7 +121,7 @@ class Pending:
     if_capped: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CustomerState:
     """Everything the core knows about one customer.
 
@@ -141,7 +145,10 @@ class CustomerState:
 
     @classmethod
     def empty(cls, customer_id: str) -> CustomerState:
-        return cls(customer_id)
+        """A customer seen for the first time. Shares one empty profile and empty
+        mappings (nothing mutates them), which makes it ten times cheaper than the
+        field defaults - and most events of a busy stream come from new customers."""
+        return cls(customer_id, _EMPTY_PROFILE, (), _EMPTY, _EMPTY, _EMPTY, (), (), _EMPTY, ())
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(_encode(self), option=orjson.OPT_SORT_KEYS)
@@ -150,6 +157,8 @@ class CustomerState:
     def from_bytes(cls, data: bytes) -> CustomerState:
         return _decode(orjson.loads(data))
 
+
+_EMPTY_PROFILE = Profile()
 
 # Short keys keep the state small: it is written once per customer per batch and
 # changelogged to Kafka. None and default values are left out.
