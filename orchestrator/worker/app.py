@@ -27,6 +27,7 @@ from orchestrator.worker.faust_context import (
     install_true_changelog_ends,
     partition_db,
 )
+from orchestrator.worker.outputs import OutputError, Outputs, stop_worker
 from orchestrator.worker.process import BatchResult, Incoming, Processor
 from orchestrator.worker.web import install_web
 
@@ -149,14 +150,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     customers = app.Table("customers", partitions=n, key_type=bytes, value_type=bytes)
     timer_index = app.Table("timers", partitions=n, key_type=bytes, value_type=bytes)
     install_web(app, customers, processor)
-    outputs: dict[str, Any] = {}
-
-    def output(name: str) -> Any:
-        try:
-            return outputs[name]
-        except KeyError:
-            outputs[name] = _raw_topic(app, name, settings.partitions)
-            return outputs[name]
+    outputs = Outputs(bootstrap)
 
     @app.agent(source, name="rota.decide")
     async def decide_agent(stream: Any) -> None:
@@ -182,11 +176,16 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
                 result = processor.process(records, backend, now=now, defer_state=True)
                 results.append((result, partition))
                 for out in result.out:
-                    output(out.topic).send_soon(key=out.key, value=out.value)
+                    outputs.send(out.topic, out.key, out.value)
             # Actions (and the timers set) must be durable before the state that says
             # they happened: one flush per batch, then the state changes.
-            if any(r.out for r, _ in results):
-                await app.producer.flush()
+            try:
+                if any(r.out for r, _ in results):
+                    await outputs.flush()
+                await app.producer.flush()  # the timers set, written to their table
+            except OutputError as exc:
+                stop_worker(exc)
+                raise
             for result, partition in results:
                 result.apply_state()
                 if result.ticks:
