@@ -497,8 +497,7 @@ class _Run:
         return inst
 
     def _choose_offer(self, plan: JourneyPlan, step: ActionStep, action_id: str) -> tuple[str, str]:
-        segment = str(self.profile.traits.get(step.segment_by, "")) if step.segment_by else ""
-        arms = {o: bandit.arm(plan.id, step.name, segment, o) for o in step.offers}
+        arms = {o: self._arm(plan, step, o) for o in step.offers}
         offer = bandit.choose(step.offers, arms, self.bandits, seed=action_id)
         self.arms[action_id] = arms[offer]
         pulls, wins = self.bandits.get(arms[offer], (0, 0))
@@ -510,8 +509,11 @@ class _Run:
         step = plan.steps.get(action.step) if plan else None
         if plan is None or not isinstance(step, ActionStep) or not step.offers:
             return
+        self.arms[action.action_id] = self._arm(plan, step, action.offer or "")
+
+    def _arm(self, plan: JourneyPlan, step: ActionStep, offer: str) -> str:
         segment = str(self.profile.traits.get(step.segment_by, "")) if step.segment_by else ""
-        self.arms[action.action_id] = bandit.arm(plan.id, step.name, segment, action.offer or "")
+        return bandit.arm(plan.id, step.name, segment, offer)
 
     def _reward(self, matches: Callable[[SentAction], bool]) -> None:
         """Credit the newest unrewarded bandit action that ``matches`` (once each)."""
@@ -705,7 +707,11 @@ class _Run:
             history=self.history if self.history is not None else s.history,
             silence=self.silence if self.silence is not None else s.silence,
             seen=seen if seen is not None else s.seen,
-            sent=_remember_sent(self.sent, self.actions, self.arms),
+            sent=(
+                _remember_sent(self.sent, self.actions, self.arms)
+                if self.actions or self.wins
+                else s.sent
+            ),
             pending=tuple(self.pending),
             contacts=contacts,
             identities=s.identities,

@@ -177,12 +177,13 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
                 results.append((result, partition))
                 for out in result.out:
                     outputs.send(out.topic, out.key, out.value)
-            # Actions (and the timers set) must be durable before the state that says
-            # they happened: one flush per batch, then the state changes.
+            # Actions and the timers set must be durable before the state that says
+            # they happened: flush both, then the state changes.
             try:
                 if any(r.out for r, _ in results):
                     await outputs.flush()
-                await app.producer.flush()  # the timers set, written to their table
+                if any(r.timers_set for r, _ in results):
+                    await app.producer.flush()
             except OutputError as exc:
                 stop_worker(exc)
                 raise

@@ -96,6 +96,8 @@ class BatchResult:
     consumed: int = 0
     fired: int = 0
     ticks: int = 0
+    #: Timers written to the index (through Faust's buffer), to be durable before state.
+    timers_set: int = 0
     pending: _Batch | None = None
 
     def apply_state(self) -> None:
@@ -143,6 +145,7 @@ class Processor:
                 continue
             result.consumed += 1
             self._touchpoint(batch, rec, result)
+        result.timers_set = batch.timers_set
         if defer_state:
             result.pending = batch
         else:
@@ -167,7 +170,8 @@ class Processor:
             batch.forget(customer)
             metrics.FORGOTTEN.inc()
             return
-        if batch.state(customer) is None and batch.is_forgotten(customer):
+        state = batch.state(customer)
+        if state is None and batch.is_forgotten(customer):
             metrics.SUPPRESSED_FORGOTTEN.inc()
             return
         if tp.name == STITCH_EVENT:
@@ -176,19 +180,14 @@ class Processor:
         if tp.name == MERGE_EVENT:
             self._merge(batch, tp)
             return
-        if tp.customer_id is None:
+        if state is None and tp.customer_id is None:  # a merged visitor has no state left
             target = batch.merged_into(customer)
-            if target is not None:  # a visitor already known: their events go there
-                forwarded = replace(tp, customer_id=target)
-                result.out.append(
-                    Outgoing(
-                        self.topics.touchpoints, target.encode(), wire.encode_touchpoint(forwarded)
-                    )
-                )
+            if target is not None:  # their events go to the customer now
+                self._publish(replace(tp, customer_id=target), result)
                 return
         try:
             decision = decide(
-                batch.state(customer),
+                state,
                 tp,
                 batch.catalog,
                 customer_id=customer,
@@ -235,9 +234,7 @@ class Processor:
             anonymous_id=anon.removeprefix("anon:"),
             properties={"into": customer},
         )
-        result.out.append(
-            Outgoing(self.topics.touchpoints, anon.encode(), wire.encode_touchpoint(request))
-        )
+        self._publish(request, result)
 
     def _stitch(self, batch: _Batch, tp: Touchpoint, result: BatchResult) -> None:
         anon, into = tp.subject, str(tp.properties.get("into") or "")
@@ -257,9 +254,12 @@ class Processor:
             anonymous_id=tp.anonymous_id,
             properties={"state": state.to_bytes().decode()},
         )
-        result.out.append(
-            Outgoing(self.topics.touchpoints, into.encode(), wire.encode_touchpoint(merge))
-        )
+        self._publish(merge, result)
+
+    def _publish(self, tp: Touchpoint, result: BatchResult) -> None:
+        """A touchpoint for the partition of its subject, sent with the batch's outputs."""
+        value = wire.encode_touchpoint(tp)
+        result.out.append(Outgoing(self.topics.touchpoints, tp.subject.encode(), value))
 
     def _merge(self, batch: _Batch, tp: Touchpoint) -> None:
         customer = tp.subject
@@ -382,6 +382,7 @@ class _Batch:
         self._moved: dict[str, str] = {}
         self._bandits: dict[str, tuple[int, int]] | None = None
         self._bandits_dirty = False
+        self.timers_set = 0
 
     def state(self, customer: str) -> CustomerState | None:
         try:
@@ -402,6 +403,7 @@ class _Batch:
         self._dirty.add(customer)
 
     def set_timer(self, timer: Timer) -> None:
+        self.timers_set += 1
         key = timers.index_key(timer)
         # Set again after it fired earlier in this batch (a replayed event re-creating
         # the timer its lost state had: same id, same due time): it is live again and
