@@ -183,8 +183,8 @@ class Settings:
     journeys: Path = Path("journeys")
     """ROTA_JOURNEYS: directory (or file) of journey definitions."""
     policy: Path | None = None
-    """ROTA_POLICY: contact policy file (frequency caps, quiet hours); unset: policy.yaml
-    when there is one, else none."""
+    """ROTA_POLICY: contact policy file (frequency caps, quiet hours); ``none``: no policy;
+    unset: policy.yaml when there is one, else none."""
     data_dir: Path = Path(".rota/data")
     """ROTA_DATA_DIR: RocksDB state directory of this worker (one per worker)."""
     metrics_port: int = 9464
@@ -231,6 +231,8 @@ class Settings:
 
     def policy_file(self) -> Path | None:
         """The contact policy file to load, if any. A file named explicitly must exist."""
+        if self.policy == Path("none"):
+            return None
         if self.policy is not None:
             if not self.policy.is_file():
                 raise SettingsError(f"ROTA_POLICY={self.policy}: no such file")

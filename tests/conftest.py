@@ -20,7 +20,6 @@ from orchestrator.processes import spawn, tail, terminate
 from orchestrator.topics import Topics
 
 T = TypeVar("T")
-NO_POLICY = Path(__file__).parent / "policies" / "none.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +81,7 @@ class WorkerProcess:
             "ROTA_TICK_INTERVAL": "0.2",
             # No caps, no quiet hours: a test's actions must not depend on the time of
             # day it runs at. Tests of the policy pass their own.
-            "ROTA_POLICY": str(NO_POLICY),
+            "ROTA_POLICY": "none",
             **env,
         }
         self.proc = spawn(

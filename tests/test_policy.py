@@ -267,3 +267,17 @@ def test_caps_are_never_exceeded_and_quiet_hours_never_violated(events, start_mi
 
 def test_parse_time_is_what_the_helpers_assume():
     assert paris("2026-03-02T12:00") == parse_time("2026-03-02T11:00:00Z")
+
+
+def test_rota_policy_names_a_file_or_none(tmp_path):
+    from pathlib import Path
+
+    from orchestrator.settings import Settings, SettingsError
+
+    assert Settings.from_env({"ROTA_POLICY": "none"}).policy_file() is None
+    mine = tmp_path / "p.yaml"
+    mine.write_text("caps: [{max: 1, per: 1d}]\n")
+    assert Settings.from_env({"ROTA_POLICY": str(mine)}).policy_file() == mine
+    with pytest.raises(SettingsError, match="no such file"):
+        Settings.from_env({"ROTA_POLICY": str(tmp_path / "missing.yaml")}).policy_file()
+    assert Settings(policy=Path("none")).policy_file() is None

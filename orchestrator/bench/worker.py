@@ -40,11 +40,6 @@ class BenchWorker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.metrics_port = free_port()
-        # No caps or quiet hours: the benchmark measures the engine, and every offer
-        # event must produce its action whatever the time of day.
-        no_policy = config.data_dir.parent / f"{config.data_dir.name}-policy.yaml"
-        no_policy.parent.mkdir(parents=True, exist_ok=True)
-        no_policy.write_text("# rota bench: no contact policy\n", encoding="utf-8")
         env = {
             **os.environ,
             "ROTA_KAFKA_BOOTSTRAP": config.bootstrap,
@@ -54,7 +49,9 @@ class BenchWorker:
             "ROTA_JOURNEYS": str(config.journeys),
             "ROTA_DATA_DIR": str(config.data_dir),
             "ROTA_METRICS_PORT": str(self.metrics_port),
-            "ROTA_POLICY": str(no_policy),
+            # No caps or quiet hours: the benchmark measures the engine, and every offer
+            # event must produce its action whatever the time of day.
+            "ROTA_POLICY": "none",
             "PYTHONUNBUFFERED": "1",
             **dict(config.extra_env),
         }
