@@ -9,16 +9,15 @@ the HTTP API (``orchestrator.worker.web``), a test or a script. The API's contra
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 from orchestrator.core.profile import CONTACT_TRAITS, reachable
 from orchestrator.core.state import CustomerState, Instance
+from orchestrator.funnel import TOTALS, Funnel, funnels
 from orchestrator.journey.catalog import Catalog
 from orchestrator.journey.plan import step_type
 from orchestrator.records import CHANNELS, iso
-
-#: Funnel kinds of ``rota_journey_funnel`` that are journey totals (not per step).
-_TOTALS = ("entered", "converted", "exited", "completed")
 
 
 def _time(ms: int | None) -> str | None:
@@ -52,25 +51,12 @@ def customer_view(state: CustomerState, catalog: Catalog, *, partition: int) -> 
         "consent": {channel: _consent(state, channel) for channel in CHANNELS},
         "journeys": [_instance(i, catalog) for i in state.instances],
         "recent_actions": [
-            {
-                "action_id": a.action_id,
-                "journey_id": a.journey_id,
-                "step": a.step,
-                "channel": a.channel,
-                "at": iso(a.at),
-                "reason": a.reason,
-            }
+            _note(a.action_id, a.journey_id, a.step, a.channel, a.reason, at=a.at)
             for a in reversed(state.sent)
         ],
         "deferred_actions": [
-            {
-                "action_id": p.action.action_id,
-                "journey_id": p.action.journey_id,
-                "step": p.action.step,
-                "channel": p.action.channel,
-                "reason": p.action.reason,
-            }
-            for p in state.pending
+            _note(a.action_id, a.journey_id, a.step, a.channel, a.reason)
+            for a in (p.action for p in state.pending)
         ],
         "journey_history": {
             journey: {
@@ -81,6 +67,20 @@ def customer_view(state: CustomerState, catalog: Catalog, *, partition: int) -> 
             for journey, h in sorted(state.history.items())
         },
     }
+
+
+def _note(
+    action_id: str, journey: str, step: str, channel: str, reason: str, *, at: int | None = None
+) -> dict[str, Any]:
+    """An action as the inspector lists it (``ActionNote`` in the OpenAPI document)."""
+    note = {
+        "action_id": action_id,
+        "journey_id": journey,
+        "step": step,
+        "channel": channel,
+        "reason": reason,
+    }
+    return note if at is None else {**note, "at": iso(at)}
 
 
 def _identities(state: CustomerState) -> dict[str, Any]:
@@ -127,23 +127,15 @@ def _instance(inst: Instance, catalog: Catalog) -> dict[str, Any]:
     }
 
 
-FunnelSample = tuple[Mapping[str, str], float]
-
-
-def journeys_view(catalog: Catalog, funnel: Iterable[FunnelSample]) -> list[dict[str, Any]]:
+def journeys_view(
+    catalog: Catalog, samples: Iterable[tuple[Mapping[str, str], float]]
+) -> list[dict[str, Any]]:
     """Live journey versions with this worker's funnel counts.
 
-    ``funnel`` is the ``rota_journey_funnel_total`` samples (labels, value) of this
+    ``samples`` are the ``rota_journey_funnel_total`` samples (labels, value) of this
     process; across workers, sum them in Prometheus.
     """
-    counts: dict[str, dict[str, Any]] = {}
-    for labels, value in funnel:
-        entry = counts.setdefault(labels["journey"], {k: 0 for k in _TOTALS} | {"steps": {}})
-        kind, step = labels["kind"], labels["step"]
-        if kind == "step":
-            entry["steps"][step] = entry["steps"].get(step, 0) + int(value)
-        elif kind in _TOTALS:
-            entry[kind] += int(value)
+    counts = funnels(samples)
     out = []
     for (journey_id, version), plan in sorted(catalog.plans.items()):
         current = catalog.current.get(journey_id)
@@ -155,7 +147,7 @@ def journeys_view(catalog: Catalog, funnel: Iterable[FunnelSample]) -> list[dict
                 "current": current is not None and current.version == version,
                 "paused": journey_id in catalog.paused,
                 "steps": list(plan.steps),
-                "funnel": counts.get(journey_id, {k: 0 for k in _TOTALS} | {"steps": {}}),
+                "funnel": asdict(counts.get(journey_id, Funnel())),
             }
         )
     return out
@@ -325,35 +317,26 @@ OPENAPI: dict[str, Any] = {
                     "recent_actions": {
                         "type": "array",
                         "description": "Newest first",
-                        "items": {
-                            "type": "object",
-                            "required": ["action_id", "journey_id", "step", "channel", "at"],
-                            "properties": {
-                                "action_id": {"type": "string"},
-                                "journey_id": {"type": "string"},
-                                "step": {"type": "string"},
-                                "channel": {"type": "string"},
-                                "at": _TIME,
-                                "reason": {"type": "string"},
-                            },
-                        },
+                        "items": {"$ref": "#/components/schemas/ActionNote"},
                     },
                     "deferred_actions": {
                         "type": "array",
                         "description": "Held back by the contact policy (quiet hours, caps)",
-                        "items": {
-                            "type": "object",
-                            "required": ["action_id", "journey_id", "step", "channel"],
-                            "properties": {
-                                "action_id": {"type": "string"},
-                                "journey_id": {"type": "string"},
-                                "step": {"type": "string"},
-                                "channel": {"type": "string"},
-                                "reason": {"type": "string"},
-                            },
-                        },
+                        "items": {"$ref": "#/components/schemas/ActionNote"},
                     },
                     "journey_history": _OBJECT,
+                },
+            },
+            "ActionNote": {
+                "type": "object",
+                "required": ["action_id", "journey_id", "step", "channel", "reason"],
+                "properties": {
+                    "action_id": {"type": "string"},
+                    "journey_id": {"type": "string"},
+                    "step": {"type": "string"},
+                    "channel": {"type": "string"},
+                    "at": {**_TIME, "description": "When it was sent (absent: deferred)"},
+                    "reason": {"type": "string"},
                 },
             },
             "Journey": {
@@ -369,7 +352,7 @@ OPENAPI: dict[str, Any] = {
                     "funnel": {
                         "type": "object",
                         "properties": {
-                            **{k: {"type": "integer"} for k in _TOTALS},
+                            **{k: {"type": "integer"} for k in TOTALS},
                             "steps": _OBJECT,
                         },
                     },

@@ -21,9 +21,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client import Counter as PromCounter
 
 from orchestrator.cli import main
+from orchestrator.funnel import Funnel
 from orchestrator.journey.catalog import Catalog, load_catalog
 from orchestrator.journey.compile import successors
-from orchestrator.journey.graph import Funnel, diagram, to_dot, to_mermaid
+from orchestrator.journey.graph import diagram, to_dot, to_mermaid
 from orchestrator.journey.plan import JourneyPlan
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,9 +8,9 @@ for the goal and exits, one edge per way a step can continue, labelled with its
 condition, event, timeout or split weight. ``to_mermaid`` and ``to_dot`` only encode
 that diagram, so both formats always show the same thing.
 
-Live numbers are optional: ``Funnel`` holds the worker's funnel counters for one
-journey (``funnel_from_prometheus`` reads them from ``/metrics`` text) and the diagram
-shows them on the nodes. The counters are per journey id, summed over versions.
+Live numbers are optional: a ``Funnel`` (``orchestrator.funnel``: the workers' funnel
+counters for one journey) is shown on the nodes. The counters are per journey id,
+summed over versions.
 
 Pure: text and values in, text out. Reading files, scraping workers and running
 Graphviz are the CLI's job (``rota journeys graph``).
@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from orchestrator.funnel import Funnel
 from orchestrator.journey.compile import successors
 from orchestrator.journey.conditions import Condition
 from orchestrator.journey.duration import format_duration
@@ -44,23 +43,7 @@ from orchestrator.journey.plan import (
 )
 from orchestrator.records import Scalar
 
-#: The sample the worker's ``rota_journey_funnel`` counter is exposed as.
-FUNNEL_SAMPLE = "rota_journey_funnel_total"
-
 Kind = Literal["entry", "action", "wait", "wait_for", "branch", "split", "update", "end", "note"]
-
-
-@dataclass(frozen=True, slots=True)
-class Funnel:
-    """How many customers went where, as the worker counts them (``kind`` label of
-    ``rota_journey_funnel``). ``steps`` counts arrivals per step name; a customer who
-    passes a step twice counts twice."""
-
-    entered: int = 0
-    converted: int = 0
-    exited: int = 0
-    completed: int = 0
-    steps: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,37 +224,6 @@ def _cel(condition: Condition) -> str:
 
 def _scalar(value: Scalar) -> str:
     return json.dumps(value, ensure_ascii=False)
-
-
-# -- the funnel ---------------------------------------------------------------------
-
-
-def funnel_from_prometheus(texts: Iterable[str], journey_id: str) -> Funnel:
-    """The counts of ``journey_id`` summed over every worker's ``/metrics`` text.
-
-    Each worker counts only the customers of its partitions, so the journey's funnel is
-    the sum. ``ValueError`` when a text is not Prometheus exposition format.
-    """
-    totals = {"entered": 0.0, "converted": 0.0, "exited": 0.0, "completed": 0.0}
-    steps: dict[str, float] = {}
-    for text in texts:
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name != FUNNEL_SAMPLE or sample.labels.get("journey") != journey_id:
-                    continue
-                kind = sample.labels.get("kind", "")
-                if kind == "step":
-                    step = sample.labels.get("step", "")
-                    steps[step] = steps.get(step, 0.0) + sample.value
-                elif kind in totals:
-                    totals[kind] += sample.value
-    return Funnel(
-        entered=round(totals["entered"]),
-        converted=round(totals["converted"]),
-        exited=round(totals["exited"]),
-        completed=round(totals["completed"]),
-        steps={name: round(n) for name, n in sorted(steps.items())},
-    )
 
 
 # -- Mermaid ------------------------------------------------------------------------
