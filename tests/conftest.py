@@ -4,13 +4,16 @@ session, each test isolated by its own topic prefix."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
@@ -50,6 +53,18 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or probe!r}")
         time.sleep(interval)
+
+
+def get_json(port: int, path: str) -> tuple[int, Any]:
+    """GET a worker's API on localhost: (status, JSON body); (0, None) while nothing
+    listens yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+    except OSError:
+        return 0, None
 
 
 # -- a real worker process -----------------------------------------------------------

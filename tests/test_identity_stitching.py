@@ -4,15 +4,12 @@ event counted once, the visitor's journey carried on under the customer's id."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from conftest import read_topic, wait_for
+from conftest import get_json, read_topic, wait_for
 
 from orchestrator import broker as brokers
 from orchestrator import wire
@@ -36,16 +33,6 @@ steps:
 """
 VISITORS = 20
 PAGE_VIEWS = 4
-
-
-def _get(port: int, path: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, None
-    except OSError:  # not listening yet
-        return 0, None
 
 
 def test_visitors_who_sign_in_become_one_customer_each(kafka, topics, tmp_path, start_worker):
@@ -91,7 +78,7 @@ def test_visitors_who_sign_in_become_one_customer_each(kafka, topics, tmp_path, 
     assert producer.flush(10) == 0
 
     def merged(v: int) -> dict[str, Any] | None:
-        status, body = _get(port, f"/v1/customers/c{v}")
+        status, body = get_json(port, f"/v1/customers/c{v}")
         linked = status == 200 and f"anon:v{v}" in body["identities"]["linked"]
         return body if linked else None
 
@@ -113,7 +100,7 @@ def test_visitors_who_sign_in_become_one_customer_each(kafka, topics, tmp_path, 
             "Order Completed": 1,
         }
         assert [j["journey_id"] for j in body["journeys"]] == ["browse_nudge"]
-        assert _get(port, f"/v1/customers/anon:v{v}")[0] == 404  # nothing left behind
+        assert get_json(port, f"/v1/customers/anon:v{v}")[0] == 404  # nothing left behind
 
     nudges = read_topic(
         kafka.bootstrap,

@@ -4,16 +4,13 @@ every customer (requests are forwarded to the owner of the customer's partition)
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import jsonschema
 import pytest
 from confluent_kafka import Producer
-from conftest import wait_for
+from conftest import get_json, wait_for
 
 from orchestrator import broker as brokers
 from orchestrator import wire
@@ -121,16 +118,6 @@ def test_the_journeys_view_adds_up_funnel_samples_per_journey():
     assert view["current"] is True and view["steps"] == ["hello", "later", "tips", "done"]
 
 
-def _get(port: int, path: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
-    except OSError:
-        return 0, None
-
-
 @pytest.mark.kafka
 def test_either_worker_of_a_group_answers_for_every_customer(kafka, topics, tmp_path, start_worker):
     journeys = tmp_path / "journeys"
@@ -144,7 +131,7 @@ def test_either_worker_of_a_group_answers_for_every_customer(kafka, topics, tmp_
     ]
     wait_for(
         lambda: (
-            all(_get(p, "/ready")[0] == 200 for p in ports)
+            all(get_json(p, "/ready")[0] == 200 for p in ports)
             and sum(w.total("rota_partitions_assigned") for w in workers) == 4
             and all(w.total("rota_partitions_assigned") > 0 for w in workers)
         ),
@@ -170,7 +157,7 @@ def test_either_worker_of_a_group_answers_for_every_customer(kafka, topics, tmp_
     for port in ports:  # each worker answers for all, half of them by forwarding
         for c in customers:
             status, body = wait_for(
-                lambda c=c, port=port: (r := _get(port, f"/v1/customers/{c}"))[0] == 200 and r,
+                lambda c=c, port=port: (r := get_json(port, f"/v1/customers/{c}"))[0] == 200 and r,
                 timeout=30,
                 what=f"{c} from the worker on {port}",
             )
@@ -181,15 +168,15 @@ def test_either_worker_of_a_group_answers_for_every_customer(kafka, topics, tmp_
             partitions.add(body["partition"])
     assert len(partitions) > 1  # the customers really are spread over both workers
 
-    assert _get(ports[0], "/v1/customers/nobody")[0] == 404
-    status, spec = _get(ports[1], "/openapi.json")
+    assert get_json(ports[0], "/v1/customers/nobody")[0] == 404
+    status, spec = get_json(ports[1], "/openapi.json")
     assert (
         status == 200
         and spec["openapi"].startswith("3.")
         and "/v1/customers/{customer_id}" in spec["paths"]
     )
-    entered = sum(_get(p, "/v1/journeys")[1]["journeys"][0]["funnel"]["entered"] for p in ports)
+    entered = sum(get_json(p, "/v1/journeys")[1]["journeys"][0]["funnel"]["entered"] for p in ports)
     assert entered == len(customers)
-    assert _get(ports[0], "/live") == (200, {"live": True})
+    assert get_json(ports[0], "/live") == (200, {"live": True})
     for w in workers:  # served, never logged (non-negotiable: no PII in logs)
         assert "insp-" not in w.log_path.read_text()

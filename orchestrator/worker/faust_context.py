@@ -51,6 +51,12 @@ def event_context(event: Any) -> Iterator[None]:
         streams._current_event.reset(token)
 
 
+async def load_partition_metadata(app: Any, topic: str) -> None:
+    """Make the producer fetch ``topic``'s partitions if it has not yet: Faust's key
+    routing (``table_route``) needs them and fails outright without."""
+    await app.producer._ensure_producer().partitions_for(topic)
+
+
 def partition_db(table: Any, partition: int) -> Any:
     """The rocksdict ``Rdict`` holding ``table``'s keys of ``partition``."""
     return table.data._db_for_partition(partition)

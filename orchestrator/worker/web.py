@@ -16,6 +16,7 @@ from faust.web import Request, Response, View
 
 from orchestrator import inspector, metrics
 from orchestrator.core.state import CustomerState
+from orchestrator.worker.faust_context import load_partition_metadata
 from orchestrator.worker.process import Processor
 
 
@@ -23,9 +24,8 @@ def install_web(app: faust.App, customers: Any, processor: Processor) -> None:
     """Register the API's routes on ``app`` (before it starts)."""
     changelog = customers.changelog_topic.get_topic_name()
 
-    @app.page("/v1/customers/{customer_id}")
     @app.table_route(table=customers, match_info="customer_id")
-    async def customer(view: View, request: Request, customer_id: str) -> Response:
+    async def owned(view: View, request: Request, customer_id: str) -> Response:
         key = customer_id.encode()
         raw = customers.get(key)
         if raw is None:
@@ -38,6 +38,14 @@ def install_web(app: faust.App, customers: Any, processor: Processor) -> None:
             return view.json({"error": "not a customer"}, status=404)
         partition = app.producer.key_partition(changelog, key).partition
         return view.json(inspector.customer_view(state, processor.catalog, partition=partition))
+
+    @app.page("/v1/customers/{customer_id}")
+    async def customer(view: View, request: Request, customer_id: str) -> Response:
+        # Routing hashes the key over the changelog's partitions, which the producer
+        # knows only once it has fetched the topic's metadata (not yet, before the
+        # worker's first write).
+        await load_partition_metadata(app, changelog)
+        return await owned(view, request, customer_id=customer_id)  # type: ignore[call-arg]
 
     @app.page("/v1/journeys")
     async def journeys(view: View, request: Request) -> Response:
