@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import rocksdict
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from conftest import WorkerProcess, read_topic, wait_for
 
 from orchestrator import wire
@@ -26,6 +26,7 @@ from orchestrator.core.state import CustomerState
 from orchestrator.journey.catalog import Catalog
 from orchestrator.records import CHANNELS, Context, Touchpoint
 from orchestrator.topics import Topics, ensure_topics
+from orchestrator.worker.faust_context import true_end_offsets
 
 pytestmark = pytest.mark.kafka
 
@@ -177,6 +178,18 @@ def test_a_worker_lost_from_a_group_of_two_hands_over_state_and_timers(
     assert survivor.total("rota_events_consumed_total") > 0
 
 
+def _persisted_offsets(data_dir: Path, table: str) -> dict[int, int]:
+    """The changelog offset each partition's database says it holds (Faust's key)."""
+    out: dict[int, int] = {}
+    for db_path in sorted(data_dir.glob(f"v1/tables/{table}-*.db")):
+        db = rocksdict.Rdict(str(db_path), access_type=rocksdict.AccessType.read_only())
+        try:
+            out[int(db_path.stem.rsplit("-", 1)[1])] = int(db[b"__faust\0offset__"])
+        finally:
+            db.close()
+    return out
+
+
 def _table(data_dir: Path, table: str) -> dict[bytes, bytes]:
     """Every key of a Faust RocksDB table across the partitions in ``data_dir``."""
     out: dict[bytes, bytes] = {}
@@ -205,6 +218,18 @@ def test_a_fresh_worker_rebuilds_identical_state_from_the_changelog(
     assert first.stop() == 0
     before = _table(tmp_path / "data-first", "customers")
     assert len(before) == CUSTOMERS
+    # The worker writes its changelog itself: each partition's database records the
+    # last changelog offset it holds, where a restart on this data directory resumes.
+    changelog = f"{topics.prefix}-worker-customers-changelog"
+    probe = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "offsets-probe"})
+    reported = {
+        (changelog, p): probe.get_watermark_offsets(TopicPartition(changelog, p), 10)[1]
+        for p in range(4)
+    }
+    probe.close()
+    ends = true_end_offsets(kafka.bootstrap, reported)
+    last = {p: end - 1 for (_, p), end in ends.items()}
+    assert _persisted_offsets(tmp_path / "data-first", "customers") == last
 
     second = start_worker(journeys, name="second", **_clock_env(clock))
     marker = Touchpoint(

@@ -2,17 +2,17 @@
 
 One agent consumes the touchpoints topic and the ticks topic together (co-partitioned:
 partition ``p`` of both goes to the same worker), in batches. Each batch is split by
-partition and processed with a backend over that partition's tables; outgoing actions,
-dead letters and changelog records go through Faust's producer, which Faust flushes
-before it commits the consumed offsets - so a crash replays, never loses (and replays
-are harmless: the core de-duplicates by event id and action ids are deterministic).
+partition and processed over that partition's tables (``partition_store.py``). Actions,
+dead letters and the tables' changelog records go through one producer (``outputs.py``),
+flushed before the state is written and again before the next batch - so before Faust
+commits the consumed offsets: a crash replays, never loses (and replays are harmless:
+the core de-duplicates by event id and action ids are deterministic).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import faust
@@ -22,66 +22,15 @@ from orchestrator.kafka_security import faust_credentials
 from orchestrator.settings import Settings
 from orchestrator.worker import timers
 from orchestrator.worker.faust_context import (
-    event_context,
-    install_complete_flush,
     install_true_changelog_ends,
     partition_db,
 )
 from orchestrator.worker.outputs import OutputError, Outputs, stop_worker
+from orchestrator.worker.partition_store import Tables
 from orchestrator.worker.process import BatchResult, Incoming, Processor
 from orchestrator.worker.web import install_web
 
 log = logging.getLogger(__name__)
-
-
-class FaustBackend:
-    """A ``PartitionBackend`` over the customers and timers tables of one partition.
-
-    Writes run in the context of an event of that partition, which is how Faust picks
-    the changelog partition.
-    """
-
-    def __init__(self, customers: Any, timer_index: Any, event: Any, partition: int):
-        self.customers = customers
-        self.timer_index = timer_index
-        self.event = event
-        self.partition = partition
-
-    def get_state(self, customer: str) -> bytes | None:
-        with event_context(self.event):
-            value = self.customers.get(customer.encode())
-        return value if value is None else bytes(value)
-
-    def put_state(self, customer: str, value: bytes) -> None:
-        with event_context(self.event):
-            self.customers[customer.encode()] = value
-
-    def delete_state(self, customer: str) -> None:
-        with event_context(self.event):
-            if customer.encode() in self.customers:
-                del self.customers[customer.encode()]
-
-    def put_timer(self, index_key: bytes) -> None:
-        with event_context(self.event):
-            self.timer_index[index_key] = b""
-
-    def delete_timer(self, index_key: bytes) -> None:
-        with event_context(self.event):
-            del self.timer_index[index_key]
-
-    def due_timers(self, now: int, limit: int) -> Iterator[bytes]:
-        db = partition_db(self.timer_index, self.partition)
-        upper = timers.upper_bound(now)
-        it = db.iter()
-        it.seek_to_first()
-        n = 0
-        while it.valid() and n < limit:
-            key = it.key()
-            if key >= upper:
-                break
-            yield key
-            n += 1
-            it.next()
 
 
 def _observe_lag(app: Any, by_partition: dict[int, list[Any]]) -> None:
@@ -120,7 +69,6 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     topics = settings.topics
     clock = settings.clock
     install_true_changelog_ends()
-    install_complete_flush()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
@@ -151,6 +99,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     timer_index = app.Table("timers", partitions=n, key_type=bytes, value_type=bytes)
     install_web(app, customers, processor)
     outputs = Outputs(bootstrap)
+    tables = Tables(customers, timer_index, outputs)
 
     @app.agent(source, name="rota.decide")
     async def decide_agent(stream: Any) -> None:
@@ -172,23 +121,23 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
                     )
                     for e in evs
                 ]
-                backend = FaustBackend(customers, timer_index, evs[-1], partition)
-                result = processor.process(records, backend, now=now, defer_state=True)
+                store = tables.partition(partition)
+                result = processor.process(records, store, now=now, defer_state=True)
                 results.append((result, partition))
                 for out in result.out:
                     outputs.send(out.topic, out.key, out.value)
-            # Actions and the timers set must be durable before the state that says
-            # they happened: flush both, then the state changes.
             try:
-                if any(r.out for r, _ in results):
-                    await outputs.flush()
-                if any(r.timers_set for r, _ in results):
-                    await app.producer.flush()
+                # Actions and the timers set must be durable before the state that says
+                # they happened; the state before Faust commits this batch's offsets.
+                await outputs.flush()
+                for result, _ in results:
+                    result.apply_state()
+                await outputs.flush()
             except OutputError as exc:
                 stop_worker(exc)
                 raise
+            tables.persist_offsets()
             for result, partition in results:
-                result.apply_state()
                 if result.ticks:
                     _observe_sizes(customers, timer_index, partition)
             _observe_lag(app, by_partition)

@@ -1,54 +1,35 @@
 """The one place that touches Faust internals (faust-streaming 0.15).
 
-1. Table writes need "the current event" to pick the changelog partition, and inside a
-   ``take_events`` batch there is none; ``event_context`` sets it per event.
-2. Timers are fired per partition, so the tick handler scans that partition's RocksDB
-   database directly (``partition_db``), in key order.
-3. Table recovery reads a changelog up to the broker's high watermark. Some brokers
+1. The worker reads and writes each partition's RocksDB database directly
+   (``partition_db``; timers are scanned in key order) and produces the changelog records
+   itself (``worker/partition_store.py``): ``changelog_topic`` names the topic, and
+   ``persist_offset`` records how far the database holds the changelog, as Faust does
+   after each of its own writes, so that recovery resumes after it.
+2. Table recovery reads a changelog up to the broker's high watermark. Some brokers
    report it wrongly (the embedded Tansu broker gives the base offset of the last record
    batch + 1, dropping the rest of that batch), which loses state on recovery and fails
    Faust's consistency check on restart. ``install_true_changelog_ends`` makes recovery
    use the offset after the last record actually readable - the same number on a
    correct broker.
-4. ``producer.flush()`` must mean "everything sent so far is in Kafka": the worker
-   flushes before it writes the state that says actions happened, and Faust flushes
-   before it commits offsets. Faust's send buffer returns from ``flush`` as soon as
-   0.1 s pass without a send, and while its last message is still on the way to the
-   client; on a loaded machine a killed worker then loses actions and state it had
-   committed past. ``install_complete_flush`` makes ``flush`` wait until the buffer is
-   empty and nothing is in flight.
 
-Both are covered by the worker's integration tests; a Faust upgrade that breaks them
+All are covered by the worker's integration tests; a Faust upgrade that breaks them
 fails there first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-import weakref
-from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
-from faust import streams
 from faust.tables import recovery
-from faust.transport.producer import ProducerBuffer
+from faust.types import TP
 
 from orchestrator.kafka_security import client_config
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def event_context(event: Any) -> Iterator[None]:
-    token = streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        streams._current_event.reset(token)
 
 
 async def load_partition_metadata(app: Any, topic: str) -> None:
@@ -60,6 +41,16 @@ async def load_partition_metadata(app: Any, topic: str) -> None:
 def partition_db(table: Any, partition: int) -> Any:
     """The rocksdict ``Rdict`` holding ``table``'s keys of ``partition``."""
     return table.data._db_for_partition(partition)
+
+
+def changelog_topic(table: Any) -> str:
+    return str(table.changelog_topic.get_topic_name())
+
+
+def persist_offset(table: Any, partition: int, offset: int) -> None:
+    """Record that ``table``'s database of ``partition`` holds its changelog up to
+    ``offset`` (what Faust's own changelog callback does)."""
+    table.data.set_persisted_offset(TP(changelog_topic(table), partition), offset)
 
 
 #: How long recovery may wait for the broker to answer the end-of-changelog probe.
@@ -141,32 +132,3 @@ def install_true_changelog_ends() -> None:
 
     cls._build_highwaters = build_highwaters  # type: ignore[method-assign]
     cls._rota_true_ends = True  # type: ignore[attr-defined]
-
-
-def install_complete_flush() -> None:
-    """Patch Faust's producer buffer so ``flush`` drains it completely (idempotent)."""
-    cls = ProducerBuffer
-    if getattr(cls, "_rota_complete_flush", False):
-        return
-    send_one = cls._send_pending
-
-    async def send_pending(self: Any, fut: Any) -> None:
-        # Counted from the moment the message leaves the queue (no await in between in
-        # ``_handle_pending``) until the Kafka client holds it.
-        self._rota_in_flight = getattr(self, "_rota_in_flight", 0) + 1
-        try:
-            await send_one(self, fut)
-        finally:
-            self._rota_in_flight -= 1
-
-    async def flush(self: Any) -> None:
-        while self.size or getattr(self, "_rota_in_flight", 0):
-            if self.state != "running":
-                raise RuntimeError("Cannot flush: Producer not Running")
-            self.message_sent.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
-
-    cls._send_pending = send_pending  # type: ignore[method-assign]
-    cls.flush = flush  # type: ignore[method-assign]
-    cls._rota_complete_flush = True  # type: ignore[attr-defined]

@@ -96,8 +96,6 @@ class BatchResult:
     consumed: int = 0
     fired: int = 0
     ticks: int = 0
-    #: Timers written to the index (through Faust's buffer), to be durable before state.
-    timers_set: int = 0
     pending: _Batch | None = None
 
     def apply_state(self) -> None:
@@ -145,7 +143,6 @@ class Processor:
                 continue
             result.consumed += 1
             self._touchpoint(batch, rec, result)
-        result.timers_set = batch.timers_set
         if defer_state:
             result.pending = batch
         else:
@@ -382,7 +379,6 @@ class _Batch:
         self._moved: dict[str, str] = {}
         self._bandits: dict[str, tuple[int, int]] | None = None
         self._bandits_dirty = False
-        self.timers_set = 0
 
     def state(self, customer: str) -> CustomerState | None:
         try:
@@ -403,7 +399,6 @@ class _Batch:
         self._dirty.add(customer)
 
     def set_timer(self, timer: Timer) -> None:
-        self.timers_set += 1
         key = timers.index_key(timer)
         # Set again after it fired earlier in this batch (a replayed event re-creating
         # the timer its lost state had: same id, same due time): it is live again and
