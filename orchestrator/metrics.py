@@ -3,6 +3,8 @@ journey ids, steps, channels, reasons - never a customer id."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CONSUMED = Counter(
@@ -84,3 +86,23 @@ FORGOTTEN = Counter("rota_customers_forgotten", "Customers erased on request.")
 SUPPRESSED_FORGOTTEN = Counter(
     "rota_events_suppressed_forgotten", "Touchpoints ignored because their customer was erased."
 )
+
+WORKER_SECONDS = Counter(
+    "rota_worker_seconds",
+    "Wall time of the worker's batch loop by phase - receive: between batches (waiting "
+    "for records; Faust fetching, delivering and acknowledging them); decide: decoding "
+    "and deciding; send: waiting for Kafka to take actions and timers; state: writing "
+    "state; commit: waiting for Kafka to take the state's changelog. rate() = share.",
+    ["phase"],
+)
+
+_children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
+
+
+def inc(counter: Counter, *labels: str) -> None:
+    """``counter.labels(*labels).inc()``, minus prometheus_client's label checks on
+    every call: the worker counts several labelled things per event."""
+    child = _children.get((counter, labels))
+    if child is None:
+        child = _children[(counter, labels)] = counter.labels(*labels)
+    child.inc()

@@ -112,6 +112,10 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     assert math.isfinite(timers["ingestion_slowdown"])
     assert results["core"]["journeys"] == 50
     assert results["throughput"]["journeys_live"] == 50
+    share = results["throughput"]["time_share"]
+    assert set(share) == {"receive", "decide", "send", "state", "commit"}
+    assert share["decide"] > 0 and all(0 <= v <= 1 for v in share.values())
+    assert sum(share.values()) == pytest.approx(1.0)
     assert results["throughput"]["actions_emitted"] >= results["throughput"]["actions_expected"]
     assert [v["figure"] for v in results["verdicts"]] == [r.figure.strip() for r in report.ROWS]
     assert results["mode"] == "quick"

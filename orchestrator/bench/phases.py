@@ -154,6 +154,7 @@ def throughput_and_latency(ctx: Context) -> tuple[Figures, Figures, Figures]:
             "actions_emitted": emitted,
             "cold_start_seconds": run.first_at - worker.started,
             "journeys_live": total(samples, "rota_journeys_live"),
+            "time_share": run.time_share,
         }
         progress(
             f"  rota worker: {run.rate:,.0f} touchpoints/s, {emitted:,.0f} actions "

@@ -39,6 +39,14 @@ ROWS = (
         lambda r: r["throughput"]["events_per_second"] >= 10_000,
     ),
     Row(
+        "  worker time: receive / decide / send / state / commit, %",
+        lambda r: r["throughput"]["time_share"].get("decide", 0.0),
+        lambda r: " / ".join(
+            f"{100 * r['throughput']['time_share'].get(p, 0.0):.0f}"
+            for p in ("receive", "decide", "send", "state", "commit")
+        ),
+    ),
+    Row(
         "  baseline: bare Faust agent (take_events), events/s",
         lambda r: r["baselines"]["faust_take_events"]["events_per_second"],
         lambda r: _n(r["baselines"]["faust_take_events"]["events_per_second"]),

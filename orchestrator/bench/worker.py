@@ -90,6 +90,14 @@ class BenchWorker:
     def consumed(self) -> float:
         return total(self.samples(), "rota_events_consumed_total")
 
+    def phase_seconds(self) -> dict[str, float]:
+        """``rota_worker_seconds`` by phase: where the worker's time went so far."""
+        out: dict[str, float] = {}
+        for (sample, labels), value in self.samples().items():
+            if sample == "rota_worker_seconds_total":
+                out[dict(labels)["phase"]] = value
+        return out
+
     def rss_bytes(self) -> int:
         """Resident set size, from /proc (Linux)."""
         with open(f"/proc/{self.pid}/status", encoding="ascii") as fh:
@@ -111,6 +119,9 @@ class Consumption:
     last_at: float
     last_count: float
     started_at: float
+    #: ``BenchWorker.phase_seconds`` at the first and the last sample.
+    phases_at_first: dict[str, float]
+    phases_at_last: dict[str, float]
 
     @property
     def rate(self) -> float:
@@ -120,6 +131,14 @@ class Consumption:
     @property
     def seconds(self) -> float:
         return self.last_at - self.first_at
+
+    @property
+    def time_share(self) -> dict[str, float]:
+        """Each phase's share of the worker's batch loop while it consumed."""
+        after, before = self.phases_at_last, self.phases_at_first
+        spent = {phase: after[phase] - before.get(phase, 0.0) for phase in after}
+        whole = sum(spent.values())
+        return {phase: t / whole for phase, t in spent.items()} if whole > 0 else {}
 
 
 def wait_consumed(
@@ -143,6 +162,7 @@ def wait_consumed(
     started = time.monotonic()
     deadline = started + timeout
     first: tuple[float, float] | None = None
+    phases: dict[str, float] = {}
     last_report = started
     pause = interval
     while True:
@@ -150,11 +170,14 @@ def wait_consumed(
         done = worker.consumed() - baseline
         if first is None and done > 0:
             first = (now, done)
+            phases = worker.phase_seconds()
         if first is not None and done > first[1] and now > first[0]:
             rate = (done - first[1]) / (now - first[0])
             pause = min(SLOW_POLL, max(interval, (target - done) / rate / 4))
         if done >= target and first is not None:
-            return Consumption(first[0], first[1], now, done, started)
+            return Consumption(
+                first[0], first[1], now, done, started, phases, worker.phase_seconds()
+            )
         if now > deadline:
             worker.check_alive()
             raise WorkerFailed(

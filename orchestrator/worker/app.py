@@ -12,6 +12,7 @@ the core de-duplicates by event id and action ids are deterministic).
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -61,6 +62,22 @@ def _observe_sizes(customers: Any, timer_index: Any, partition: int) -> None:
     )
 
 
+class _Phases:
+    """Adds the time since the previous mark to ``rota_worker_seconds{phase}``."""
+
+    def __init__(self) -> None:
+        self._counters = {phase: metrics.WORKER_SECONDS.labels(phase) for phase in _PHASES}
+        self._last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self._counters[phase].inc(now - self._last)
+        self._last = now
+
+
+_PHASES = ("receive", "decide", "send", "state", "commit")
+
+
 def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
     return app.topic(name, partitions=partitions, key_serializer="raw", value_serializer="raw")
 
@@ -103,7 +120,9 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
 
     @app.agent(source, name="rota.decide")
     async def decide_agent(stream: Any) -> None:
+        phases = _Phases()
         async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
+            phases.mark("receive")
             by_partition: dict[int, list[Any]] = defaultdict(list)
             for event in events:
                 by_partition[event.message.partition].append(event)
@@ -126,12 +145,15 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
                 results.append((result, partition))
                 for out in result.out:
                     outputs.send(out.topic, out.key, out.value)
+            phases.mark("decide")
             try:
                 # Actions and the timers set must be durable before the state that says
                 # they happened; the state before Faust commits this batch's offsets.
                 await outputs.flush()
+                phases.mark("send")
                 for result, _ in results:
                     result.apply_state()
+                phases.mark("state")
                 await outputs.flush()
             except OutputError as exc:
                 stop_worker(exc)
@@ -141,6 +163,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
                 if result.ticks:
                     _observe_sizes(customers, timer_index, partition)
             _observe_lag(app, by_partition)
+            phases.mark("commit")
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode's signal typing
     async def on_rebalanced(sender: Any, *args: Any, **kwargs: Any) -> None:

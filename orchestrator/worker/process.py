@@ -161,7 +161,7 @@ class Processor:
         except wire.DecodeError as exc:
             self._deadletter(rec, "undecodable", str(exc), result)
             return
-        metrics.EVENTS_CONSUMED.labels(tp.type).inc()
+        metrics.inc(metrics.EVENTS_CONSUMED, tp.type)
         customer = tp.subject
         if tp.name == FORGET_EVENT:
             batch.forget(customer)
@@ -329,20 +329,20 @@ class Processor:
                     wire.encode_action(action),
                 )
             )
-            metrics.ACTIONS_EMITTED.labels(action.journey_id, action.channel).inc()
+            metrics.inc(metrics.ACTIONS_EMITTED, action.journey_id, action.channel)
         if decision.bandit_pulls or decision.bandit_wins:
             batch.learn(decision.bandit_pulls, decision.bandit_wins)
         for action, reason in decision.suppressed:
-            metrics.ACTIONS_SUPPRESSED.labels(action.journey_id, action.channel, reason).inc()
+            metrics.inc(metrics.ACTIONS_SUPPRESSED, action.journey_id, action.channel, reason)
         for action, reason in decision.deferred:
-            metrics.ACTIONS_DEFERRED.labels(action.journey_id, action.channel, reason).inc()
+            metrics.inc(metrics.ACTIONS_DEFERRED, action.journey_id, action.channel, reason)
         for timer in decision.timers_set:
             batch.set_timer(timer)
             metrics.TIMERS_SET.inc()
         # Cancelled timers are not looked up and deleted here: their index entries stay
         # until due and the core ignores them then (it knows which timers are live).
         for step in decision.funnel:
-            metrics.FUNNEL.labels(step.journey_id, step.kind, step.step or "").inc()
+            metrics.inc(metrics.FUNNEL, step.journey_id, step.kind, step.step or "")
         if decision.funnel:
             key = customer.encode()
             trigger = tp.event_id if tp is not None else None
@@ -352,7 +352,7 @@ class Processor:
                 )
 
     def _deadletter(self, rec: Incoming, reason: str, detail: str, result: BatchResult) -> None:
-        metrics.DEADLETTERED.labels(reason).inc()
+        metrics.inc(metrics.DEADLETTERED, reason)
         record = wire.DeadLetter.now(
             reason=reason,
             detail=detail,
