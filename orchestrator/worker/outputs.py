@@ -43,7 +43,6 @@ class Outputs:
             }
         )
         self._failures: list[str] = []
-        self._unflushed = 0
         #: Topics whose acknowledged offsets are kept (changelogs), see ``take_acked``.
         self._tracked: set[str] = set()
         self._acked: dict[tuple[str, int], int] = {}
@@ -57,7 +56,6 @@ class Outputs:
     ) -> None:
         """Queue one record; ``None`` as value is a tombstone, ``partition`` overrides
         the key's (a changelog record goes to its table partition's)."""
-        self._unflushed += 1
         while True:
             try:
                 if partition is None:
@@ -83,10 +81,8 @@ class Outputs:
     async def flush(self) -> None:
         """Wait until Kafka acknowledged everything sent so far (at once if nothing)."""
         remaining = 0
-        if sent := self._unflushed:
+        if len(self._producer):  # records queued, in flight, or their reports unserved
             remaining = await asyncio.to_thread(self._producer.flush, FLUSH_TIMEOUT_S)
-            if remaining == 0:
-                self._unflushed -= sent
         if remaining or self._failures:
             why = self._failures[:3] or [f"{remaining} record(s) unacknowledged"]
             raise OutputError(f"Kafka did not take the batch's outputs: {'; '.join(why)}")
