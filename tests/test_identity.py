@@ -151,7 +151,7 @@ def test_the_visitor_moves_over_once_and_its_later_events_follow():
     def feed(backend, *tps: Touchpoint) -> list[Touchpoint]:
         records = [Incoming(topics.touchpoints, 0, i, None, wire.encode_touchpoint(t))
                    for i, t in enumerate(tps)]  # fmt: skip
-        result = processor.process(records, backend, now=T0 + 10 * H)
+        result = processor.process(records, backend, now=T0 + 10)  # before any wait is due
         return [
             wire.decode_touchpoint(o.value) for o in result.out if o.topic == topics.touchpoints
         ]

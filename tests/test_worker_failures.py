@@ -30,8 +30,9 @@ from orchestrator.worker.faust_context import true_end_offsets
 
 pytestmark = pytest.mark.kafka
 
-#: An email at sign-up and a push 10 journey-hours later: with the clock at 3600x the
-#: timers are pending for 10 s, so a crash in the middle of the stream leaves many.
+#: An email at sign-up and a push 30 journey-hours later: with the clock at 3600x the
+#: timers are pending for 30 s, so a crash in the middle of the stream leaves them all
+#: (a busy worker fires due timers at once, without waiting for a tick).
 JOURNEY = """
 id: crash_welcome
 name: Crash-test welcome
@@ -47,7 +48,7 @@ steps:
     next: later
   later:
     type: wait
-    duration: 10h
+    duration: 30h
     next: tips
   tips:
     type: action

@@ -118,13 +118,23 @@ def test_a_timer_replayed_in_the_batch_that_fired_it_as_a_no_op_survives():
 
     tick = Incoming(TOPICS.ticks, 0, 1, None, timers.encode_tick(due_at + 5))
     replay = processor.process([tick, _rec(signup, offset=0)], backend, now=due_at + 5)
-    assert replay.fired == 1 and [a.step for a in _actions(replay)] == ["send_welcome"]
-    assert backend.index == [key]  # live again
+    # The re-set timer is live: being due, it fires at the end of the same batch.
+    assert replay.fired == 2
+    assert [a.step for a in _actions(replay)] == ["send_welcome", "send_tips"]
+    assert backend.index == []
 
-    later = Incoming(TOPICS.ticks, 0, 2, None, timers.encode_tick(due_at + 10))
-    assert [a.step for a in _actions(processor.process([later], backend, now=due_at + 10))] == [
-        "send_tips"
-    ]
+
+def test_a_busy_partition_fires_its_due_timers_without_waiting_for_a_tick():
+    processor = Processor(catalog_from_yaml(), TOPICS)
+    backend = MemoryBackend()
+    processor.process([_rec(wire.encode_touchpoint(touchpoint("c1", "Signed Up", at=1_000)))],
+                      backend, now=1_000)  # fmt: skip
+    due_at = timers.decode_index_key(backend.index[0])[0]
+    other = wire.encode_touchpoint(touchpoint("c2", "Page Viewed", at=due_at - 10))
+    assert processor.process([_rec(other, 1)], backend, now=due_at - 1).fired == 0
+    result = processor.process([_rec(other, 2)], backend, now=due_at)
+    assert result.fired == 1 and [a.step for a in _actions(result)] == ["send_tips"]
+    assert backend.index == []
 
 
 def test_forgetting_erases_state_and_suppresses_later_events():
