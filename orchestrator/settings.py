@@ -204,6 +204,9 @@ class Settings:
     """ROTA_BATCH_WAIT: seconds the worker waits to fill a batch before processing it."""
     tick_interval: float = 0.5
     """ROTA_TICK_INTERVAL: seconds between timer ticks (timers fire at most this late)."""
+    rocksdb_memory_mb: int = 32
+    """ROTA_ROCKSDB_MEMORY_MB: memory budget of each partition's RocksDB database (half
+    write buffers, half block cache); a worker holds two per partition it owns."""
     session_timeout_ms: int = 6000
     """ROTA_SESSION_TIMEOUT_MS: consumer session timeout; a dead worker's partitions move
     after this long."""
@@ -250,6 +253,17 @@ class Settings:
             )
         return self.kafka_bootstrap
 
+    def rocksdb_options(self) -> dict[str, int]:
+        """Faust's RocksDB options for each partition database. Faust's defaults (three
+        64 MiB write buffers and a 2 GiB block cache per database) let a worker's memory
+        grow with the state it holds; state belongs on disk."""
+        mib = 1024 * 1024
+        return {
+            "write_buffer_size": self.rocksdb_memory_mb * mib // 4,
+            "max_write_buffer_number": 2,
+            "block_cache_size": self.rocksdb_memory_mb * mib // 2,
+        }
+
     @property
     def clock(self) -> Clock:
         return Clock(self.clock_speed, self.clock_origin_ms)
@@ -290,6 +304,10 @@ class Settings:
             )
         if self.dedup_ids < 1 or self.dedup_hours <= 0:
             raise SettingsError("ROTA_DEDUP_IDS and ROTA_DEDUP_HOURS must be > 0")
+        if self.rocksdb_memory_mb < 4:
+            raise SettingsError(
+                f"ROTA_ROCKSDB_MEMORY_MB must be >= 4, got {self.rocksdb_memory_mb}"
+            )
         if self.clock_speed <= 0:
             raise SettingsError(f"ROTA_CLOCK_SPEED must be > 0, got {self.clock_speed}")
         if self.partitions < 1:

@@ -231,6 +231,9 @@ def test_a_fresh_worker_rebuilds_identical_state_from_the_changelog(
     ends = true_end_offsets(kafka.bootstrap, reported)
     last = {p: end - 1 for (_, p), end in ends.items()}
     assert _persisted_offsets(tmp_path / "data-first", "customers") == last
+    # ...and was opened with the worker's memory budget, not Faust's (64 MiB buffers).
+    options = list((tmp_path / "data-first").glob("v1/tables/*.db/OPTIONS-*"))
+    assert options and all("write_buffer_size=8388608" in f.read_text() for f in options)
 
     second = start_worker(journeys, name="second", **_clock_env(clock))
     marker = Touchpoint(

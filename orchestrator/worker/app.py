@@ -112,8 +112,13 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     ticks = _raw_topic(app, topics.ticks, settings.partitions)
     # bytes key and value types make Faust use the raw codec for the table.
     n = settings.partitions
-    customers = app.Table("customers", partitions=n, key_type=bytes, value_type=bytes)
-    timer_index = app.Table("timers", partitions=n, key_type=bytes, value_type=bytes)
+    rocksdb = settings.rocksdb_options
+    customers = app.Table(
+        "customers", partitions=n, key_type=bytes, value_type=bytes, options=rocksdb()
+    )
+    timer_index = app.Table(
+        "timers", partitions=n, key_type=bytes, value_type=bytes, options=rocksdb()
+    )
     install_web(app, customers, processor)
     outputs = Outputs(bootstrap)
     tables = Tables(customers, timer_index, outputs)
