@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from typing import Any
 
 import faust
@@ -62,6 +61,9 @@ def _observe_sizes(customers: Any, timer_index: Any, partition: int) -> None:
     )
 
 
+_PHASES = ("receive", "decide", "send", "state", "commit")
+
+
 class _Phases:
     """Adds the time since the previous mark to ``rota_worker_seconds{phase}``."""
 
@@ -73,9 +75,6 @@ class _Phases:
         now = time.perf_counter()
         self._counters[phase].inc(now - self._last)
         self._last = now
-
-
-_PHASES = ("receive", "decide", "send", "state", "commit")
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
@@ -123,14 +122,19 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     outputs = Outputs(bootstrap)
     tables = Tables(customers, timer_index, outputs)
 
+    def owned() -> list[int]:
+        return [tp.partition for tp in app.consumer.assignment() if tp.topic == topics.touchpoints]
+
     @app.agent(source, name="rota.decide")
     async def decide_agent(stream: Any) -> None:
         phases = _Phases()
         async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
             phases.mark("receive")
-            by_partition: dict[int, list[Any]] = defaultdict(list)
+            # Every owned partition, so that each fires its due timers now, not when
+            # its tick gets through the other partitions' backlog.
+            by_partition: dict[int, list[Any]] = {p: [] for p in owned()}
             for event in events:
-                by_partition[event.message.partition].append(event)
+                by_partition.setdefault(event.message.partition, []).append(event)
             now = clock.now()
             results: list[tuple[BatchResult, int]] = []
             for partition, evs in by_partition.items():
@@ -173,12 +177,12 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode's signal typing
     async def on_rebalanced(sender: Any, *args: Any, **kwargs: Any) -> None:
         metrics.REBALANCES.inc()
-        mine = [tp for tp in app.consumer.assignment() if tp.topic == topics.touchpoints]
+        mine = owned()
         metrics.PARTITIONS_ASSIGNED.set(len(mine))
-        owned = {str(tp.partition) for tp in mine}
+        labels_owned = {str(p) for p in mine}
         for gauge in (metrics.TIMERS_PENDING, metrics.STATE_CUSTOMERS, metrics.CONSUMER_LAG):
             for labels in list(gauge._metrics):  # forget partitions that moved away
-                if labels[-1] not in owned:
+                if labels[-1] not in labels_owned:
                     gauge.remove(*labels)
 
     @app.timer(interval=settings.tick_interval, on_leader=True)

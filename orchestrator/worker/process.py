@@ -127,13 +127,14 @@ class Processor:
         now: int,
         defer_state: bool = False,
     ) -> BatchResult:
-        """Decide for ``records`` of one partition, then fire its timers due by ``now``.
+        """Decide for ``records`` of one partition (there may be none), then fire its
+        timers due by ``now``.
 
-        Ticks fire timers too, but they are for idle partitions: behind a backlog of
-        touchpoints a tick waits its turn, and the timers with it, while a busy
-        partition's next batch is never far off. With ``defer_state`` the state changes
-        wait for ``BatchResult.apply_state`` (see there); timers set are written at once
-        - a timer without its state fires as a no-op, the reverse would never fire."""
+        Ticks fire timers too, but behind a backlog of touchpoints a tick waits its
+        turn, and the timers with it; the worker therefore calls this for every
+        partition it owns in each batch. With ``defer_state`` the state changes wait
+        for ``BatchResult.apply_state`` (see there); timers set are written at once - a
+        timer without its state fires as a no-op, the reverse would never fire."""
         started = time.perf_counter()
         catalog = self.catalog  # one catalog per batch, even if a deploy swaps it meanwhile
         batch = _Batch(backend, catalog)
@@ -146,14 +147,13 @@ class Processor:
                 continue
             result.consumed += 1
             self._touchpoint(batch, rec, result)
-        if result.consumed:
-            result.fired += self._fire_due(batch, now, result, observed_at=now)
+        result.fired += self._fire_due(batch, now, result, observed_at=now)
         if defer_state:
             result.pending = batch
         else:
             batch.flush()
-        elapsed = time.perf_counter() - started
-        metrics.PROCESSING_SECONDS.observe(elapsed)
+        if records:  # not the partitions that only had their timers looked at
+            metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
         done = time.time()
         for rec in records:
             if rec.timestamp_ms and rec.topic != self.topics.ticks:
