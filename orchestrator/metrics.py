@@ -95,6 +95,8 @@ WORKER_SECONDS = Counter(
     "state; commit: waiting for Kafka to take the state's changelog. rate() = share.",
     ["phase"],
 )
+#: The phases of ``WORKER_SECONDS``, in the order of the batch loop.
+WORKER_PHASES = ("receive", "decide", "send", "state", "commit")
 
 _children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
 

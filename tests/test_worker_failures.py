@@ -9,8 +9,10 @@ allowed (at-least-once) - connectors de-duplicate by action id.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -179,30 +181,34 @@ def test_a_worker_lost_from_a_group_of_two_hands_over_state_and_timers(
     assert survivor.total("rota_events_consumed_total") > 0
 
 
+@contextlib.contextmanager
+def _databases(data_dir: Path, table: str) -> Iterator[list[tuple[int, rocksdict.Rdict]]]:
+    """Each partition database of a Faust RocksDB table in ``data_dir``, read-only."""
+    paths = sorted(data_dir.glob(f"v1/tables/{table}-*.db"))
+    dbs = [
+        (
+            int(p.stem.rsplit("-", 1)[1]),
+            rocksdict.Rdict(str(p), access_type=rocksdict.AccessType.read_only()),
+        )
+        for p in paths
+    ]
+    try:
+        yield dbs
+    finally:
+        for _, db in dbs:
+            db.close()
+
+
 def _persisted_offsets(data_dir: Path, table: str) -> dict[int, int]:
     """The changelog offset each partition's database says it holds (Faust's key)."""
-    out: dict[int, int] = {}
-    for db_path in sorted(data_dir.glob(f"v1/tables/{table}-*.db")):
-        db = rocksdict.Rdict(str(db_path), access_type=rocksdict.AccessType.read_only())
-        try:
-            out[int(db_path.stem.rsplit("-", 1)[1])] = int(db[b"__faust\0offset__"])
-        finally:
-            db.close()
-    return out
+    with _databases(data_dir, table) as dbs:
+        return {partition: int(db[b"__faust\0offset__"]) for partition, db in dbs}
 
 
 def _table(data_dir: Path, table: str) -> dict[bytes, bytes]:
     """Every key of a Faust RocksDB table across the partitions in ``data_dir``."""
-    out: dict[bytes, bytes] = {}
-    for db_path in sorted(data_dir.glob(f"v1/tables/{table}-*.db")):
-        db = rocksdict.Rdict(str(db_path), access_type=rocksdict.AccessType.read_only())
-        try:
-            for key, value in db.items():
-                if not key.startswith(b"__faust"):
-                    out[key] = value
-        finally:
-            db.close()
-    return out
+    with _databases(data_dir, table) as dbs:
+        return {k: v for _, db in dbs for k, v in db.items() if not k.startswith(b"__faust")}
 
 
 def test_a_fresh_worker_rebuilds_identical_state_from_the_changelog(

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.metrics import WORKER_PHASES
+
 Results = dict[str, Any]
 
 
@@ -39,11 +41,10 @@ ROWS = (
         lambda r: r["throughput"]["events_per_second"] >= 10_000,
     ),
     Row(
-        "  worker time: receive / decide / send / state / commit, %",
+        "  worker time: " + " / ".join(WORKER_PHASES) + ", %",
         lambda r: r["throughput"]["time_share"].get("decide", 0.0),
         lambda r: " / ".join(
-            f"{100 * r['throughput']['time_share'].get(p, 0.0):.0f}"
-            for p in ("receive", "decide", "send", "state", "commit")
+            f"{100 * r['throughput']['time_share'].get(p, 0.0):.0f}" for p in WORKER_PHASES
         ),
     ),
     Row(

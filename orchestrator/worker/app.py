@@ -61,14 +61,13 @@ def _observe_sizes(customers: Any, timer_index: Any, partition: int) -> None:
     )
 
 
-_PHASES = ("receive", "decide", "send", "state", "commit")
-
-
 class _Phases:
     """Adds the time since the previous mark to ``rota_worker_seconds{phase}``."""
 
     def __init__(self) -> None:
-        self._counters = {phase: metrics.WORKER_SECONDS.labels(phase) for phase in _PHASES}
+        self._counters = {
+            phase: metrics.WORKER_SECONDS.labels(phase) for phase in metrics.WORKER_PHASES
+        }
         self._last = time.perf_counter()
 
     def mark(self, phase: str) -> None:
@@ -111,7 +110,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     ticks = _raw_topic(app, topics.ticks, settings.partitions)
     # bytes key and value types make Faust use the raw codec for the table.
     n = settings.partitions
-    rocksdb = settings.rocksdb_options
+    rocksdb = settings.rocksdb_options  # a dict per table: Faust pops keys from it
     customers = app.Table(
         "customers", partitions=n, key_type=bytes, value_type=bytes, options=rocksdb()
     )

@@ -47,10 +47,10 @@ def changelog_topic(table: Any) -> str:
     return str(table.changelog_topic.get_topic_name())
 
 
-def persist_offset(table: Any, partition: int, offset: int) -> None:
-    """Record that ``table``'s database of ``partition`` holds its changelog up to
-    ``offset`` (what Faust's own changelog callback does)."""
-    table.data.set_persisted_offset(TP(changelog_topic(table), partition), offset)
+def persist_offset(table: Any, topic: str, partition: int, offset: int) -> None:
+    """Record that ``table``'s database of ``partition`` holds its changelog ``topic``
+    up to ``offset`` (what Faust's own changelog callback does)."""
+    table.data.set_persisted_offset(TP(topic, partition), offset)
 
 
 #: How long recovery may wait for the broker to answer the end-of-changelog probe.

@@ -22,6 +22,8 @@ from orchestrator.kafka_security import producer_config
 
 log = logging.getLogger(__name__)
 
+#: librdkafka's "no partition given": the configured partitioner picks it from the key.
+BY_KEY = -1
 #: Longest a flush may wait for acknowledgements before the worker gives up.
 FLUSH_TIMEOUT_S = 120.0
 
@@ -52,18 +54,13 @@ class Outputs:
         self._tracked.add(topic)
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int = BY_KEY
     ) -> None:
         """Queue one record; ``None`` as value is a tombstone, ``partition`` overrides
         the key's (a changelog record goes to its table partition's)."""
         while True:
             try:
-                if partition is None:
-                    self._producer.produce(topic, value, key, on_delivery=self._delivered)
-                else:
-                    self._producer.produce(
-                        topic, value, key, partition, on_delivery=self._delivered
-                    )
+                self._producer.produce(topic, value, key, partition, on_delivery=self._delivered)
                 return
             except BufferError:  # the local queue is full: let deliveries drain it
                 self._producer.poll(0.05)

@@ -32,20 +32,30 @@ class Changelogged:
         self.outputs = outputs
         outputs.track(self.topic)
 
-    def db(self, partition: int) -> Any:
-        return partition_db(self.table, partition)
+    def partition(self, partition: int) -> _Partition:
+        return _Partition(partition_db(self.table, partition), self.topic, partition, self.outputs)
 
-    def get(self, partition: int, key: bytes) -> bytes | None:
-        value: bytes | None = self.db(partition).get(key)
+
+class _Partition:
+    """One partition of a ``Changelogged`` table, its database looked up once."""
+
+    def __init__(self, db: Any, topic: str, partition: int, outputs: Outputs) -> None:
+        self.db = db
+        self._topic = topic
+        self._partition = partition
+        self._outputs = outputs
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.db.get(key)
         return value
 
-    def put(self, partition: int, key: bytes, value: bytes) -> None:
-        self.db(partition).put(key, value)
-        self.outputs.send(self.topic, key, value, partition)
+    def put(self, key: bytes, value: bytes) -> None:
+        self.db.put(key, value)
+        self._outputs.send(self._topic, key, value, self._partition)
 
-    def delete(self, partition: int, key: bytes) -> None:
-        self.db(partition).delete(key)
-        self.outputs.send(self.topic, key, None, partition)
+    def delete(self, key: bytes) -> None:
+        self.db.delete(key)
+        self._outputs.send(self._topic, key, None, self._partition)
 
 
 class Tables:
@@ -58,41 +68,40 @@ class Tables:
         self.outputs = outputs
 
     def partition(self, partition: int) -> PartitionStore:
-        return PartitionStore(self, partition)
+        return PartitionStore(self.customers.partition(partition), self.timers.partition(partition))
 
     def persist_offsets(self) -> None:
         """Record the changelog offsets Kafka acknowledged since the last call (call it
         after ``Outputs.flush``)."""
         for (topic, partition), offset in self.outputs.take_acked().items():
-            persist_offset(self._by_topic[topic].table, partition, offset)
+            persist_offset(self._by_topic[topic].table, topic, partition, offset)
 
 
 class PartitionStore:
     """The ``PartitionBackend`` (``worker/process.py``) of one partition."""
 
-    def __init__(self, tables: Tables, partition: int) -> None:
-        self._customers = tables.customers
-        self._timers = tables.timers
-        self.partition = partition
+    def __init__(self, customers: _Partition, timer_index: _Partition) -> None:
+        self._customers = customers
+        self._timers = timer_index
 
     def get_state(self, customer: str) -> bytes | None:
-        return self._customers.get(self.partition, customer.encode())
+        return self._customers.get(customer.encode())
 
     def put_state(self, customer: str, value: bytes) -> None:
-        self._customers.put(self.partition, customer.encode(), value)
+        self._customers.put(customer.encode(), value)
 
     def delete_state(self, customer: str) -> None:
-        self._customers.delete(self.partition, customer.encode())
+        self._customers.delete(customer.encode())
 
     def put_timer(self, index_key: bytes) -> None:
-        self._timers.put(self.partition, index_key, b"")
+        self._timers.put(index_key, b"")
 
     def delete_timer(self, index_key: bytes) -> None:
-        self._timers.delete(self.partition, index_key)
+        self._timers.delete(index_key)
 
     def due_timers(self, now: int, limit: int) -> Iterator[bytes]:
         upper = timers.upper_bound(now)
-        it = self._timers.db(self.partition).iter()
+        it = self._timers.db.iter()
         it.seek_to_first()
         n = 0
         while it.valid() and n < limit:
