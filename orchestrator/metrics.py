@@ -74,6 +74,12 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
 )
 PARTITIONS_ASSIGNED = Gauge("rota_partitions_assigned", "Touchpoint partitions this worker owns.")
+CHANGELOG_RECOVERED = Counter(
+    "rota_changelog_records_recovered",
+    "Changelog records applied in bulk to this worker's RocksDB tables when it took over "
+    "partitions (recovery), by table.",
+    ["table"],
+)
 REBALANCES = Counter("rota_rebalances", "Consumer-group rebalances this worker took part in.")
 IDENTITIES_MERGED = Counter(
     "rota_identities_merged",

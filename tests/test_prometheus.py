@@ -55,7 +55,7 @@ INSTALL_TIMEOUT = 240.0
 BOUNDED_LABELS = {
     "__name__", "job", "instance", "le", "quantile",
     "type", "journey", "channel", "reason", "kind", "step", "partition", "topic",
-    "connector", "result", "provider", "status", "phase",
+    "connector", "result", "provider", "status", "phase", "table",
 }  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from orchestrator.kafka_security import faust_credentials
 from orchestrator.settings import Settings
 from orchestrator.worker import timers
 from orchestrator.worker.faust_context import (
-    install_true_changelog_ends,
+    install_changelog_recovery,
     partition_db,
 )
 from orchestrator.worker.outputs import OutputError, Outputs, stop_worker
@@ -83,7 +83,7 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
 def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faust.App:
     topics = settings.topics
     clock = settings.clock
-    install_true_changelog_ends()
+    install_changelog_recovery()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",

@@ -5,12 +5,15 @@
    itself (``worker/partition_store.py``): ``changelog_topic`` names the topic, and
    ``persist_offset`` records how far the database holds the changelog, as Faust does
    after each of its own writes, so that recovery resumes after it.
-2. Table recovery reads a changelog up to the broker's high watermark. Some brokers
+2. Table recovery of a worker's own (active) partitions is done in bulk by
+   ``changelog_replay`` before Faust's record-at-a-time replay starts, which then finds
+   nothing left to read (``install_changelog_recovery``).
+3. Table recovery reads a changelog up to the broker's high watermark. Some brokers
    report it wrongly (the embedded Tansu broker gives the base offset of the last record
    batch + 1, dropping the rest of that batch), which loses state on recovery and fails
-   Faust's consistency check on restart. ``install_true_changelog_ends`` makes recovery
-   use the offset after the last record actually readable - the same number on a
-   correct broker.
+   Faust's consistency check on restart. ``true_end_offsets`` is the offset after the
+   last record actually readable - the same number on a correct broker - and recovery
+   uses it (``install_changelog_recovery`` installs both).
 
 All are covered by the worker's integration tests; a Faust upgrade that breaks them
 fails there first.
@@ -19,7 +22,9 @@ fails there first.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 import time
 from typing import Any
 
@@ -27,7 +32,9 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.tables import recovery
 from faust.types import TP
 
+from orchestrator import metrics
 from orchestrator.kafka_security import client_config
+from orchestrator.worker import changelog_replay
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +119,55 @@ def true_end_offsets(
     return ends
 
 
-def install_true_changelog_ends() -> None:
-    """Patch Faust's recovery to use ``true_end_offsets`` (idempotent)."""
+async def replay_active_changelogs(
+    recovery_: Any, tps: Any, bootstrap: str, ends: dict[tuple[str, int], int], deadline: float
+) -> None:
+    """Bulk-apply the changelogs of the partitions this worker now owns, from each
+    database's persisted offset to ``ends``, and move Faust's recovery start past them.
+
+    Runs in a thread; if Faust abandons the step (a new rebalance, its step timeout),
+    the thread is stopped and awaited before the databases can change hands."""
+    targets: dict[tuple[str, int], changelog_replay.Target] = {}
+    tables: dict[tuple[str, int], Any] = {}
+    for tp in tps:
+        key = (tp.topic, tp.partition)
+        table = tables[key] = recovery_.tp_to_table[tp]
+        persisted = table.persisted_offset(tp)
+        targets[key] = changelog_replay.Target(
+            db=partition_db(table, tp.partition),
+            start=0 if persisted is None else persisted + 1,
+            end=ends.get(key, 0),
+            persist=functools.partial(persist_offset, table, tp.topic, tp.partition),
+        )
+    stop = threading.Event()
+    began = time.monotonic()
+    work = asyncio.ensure_future(
+        asyncio.to_thread(changelog_replay.replay, bootstrap, targets, deadline, stop)
+    )
+    try:
+        applied = await asyncio.shield(work)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait([work])
+        raise
+    for key, progress in applied.items():
+        recovery_.active_offsets[TP(*key)] = progress.offset
+        metrics.CHANGELOG_RECOVERED.labels(tables[key].name).inc(progress.records)
+    if applied:
+        left = sum(1 for key, t in targets.items() if key not in applied and t.start < t.end)
+        left += sum(1 for key, p in applied.items() if p.offset + 1 < targets[key].end)
+        log.info(
+            "recovered %d changelog records into %d partitions in %.1f s%s",
+            sum(p.records for p in applied.values()),
+            len(applied),
+            time.monotonic() - began,
+            f"; Faust replays the rest of {left}" if left else "",
+        )
+
+
+def install_changelog_recovery() -> None:
+    """Patch Faust's recovery to use ``true_end_offsets`` and, for the active
+    partitions, ``replay_active_changelogs`` (idempotent)."""
     cls = recovery.Recovery
     if getattr(cls, "_rota_true_ends", False):
         return
@@ -122,6 +176,7 @@ def install_true_changelog_ends() -> None:
     async def build_highwaters(
         self: Any, consumer: Any, tps: Any, destination: Any, title: str
     ) -> None:
+        began = time.monotonic()
         await original(self, consumer, tps, destination, title)
         # Faust stores "last offset" (= end - 1) here; -1 means empty.
         reported = {(tp.topic, tp.partition): v + 1 for tp, v in destination.items()}
@@ -129,6 +184,10 @@ def install_true_changelog_ends() -> None:
         ends = await asyncio.to_thread(true_end_offsets, bootstrap, reported)
         for tp in list(destination):
             destination[tp] = ends[(tp.topic, tp.partition)] - 1
+        if title == "active":
+            # Faust gives this whole step ``broker_request_timeout``; leave it margin.
+            deadline = began + float(self.app.conf.broker_request_timeout) / 2
+            await replay_active_changelogs(self, tps, bootstrap, ends, deadline)
 
     cls._build_highwaters = build_highwaters  # type: ignore[method-assign]
     cls._rota_true_ends = True  # type: ignore[attr-defined]
