@@ -668,6 +668,9 @@ class ConnectorRunner:
             "heartbeat.interval.ms": self.heartbeat_interval_ms,
             # Notice action topics created after start within seconds, not minutes.
             "topic.metadata.refresh.interval.ms": 10_000,
+            # Apache Kafka answers a waiting fetch when records arrive; the embedded
+            # broker only when the wait (librdkafka's default: 500 ms) expires.
+            "fetch.wait.max.ms": 100,
             **self.consumer_config,
         }
 

@@ -1,4 +1,4 @@
-"""Settings read from the environment: the RocksDB memory budget."""
+"""Settings read from the environment: the RocksDB memory budget, the fetch wait."""
 
 from __future__ import annotations
 
@@ -23,3 +23,32 @@ def test_the_default_budget_is_far_below_fausts_own_defaults():
 def test_a_budget_too_small_to_run_is_refused_with_the_variable_named():
     with pytest.raises(SettingsError, match="ROTA_ROCKSDB_MEMORY_MB must be >= 4"):
         Settings.from_env({"ROTA_ROCKSDB_MEMORY_MB": "1"})
+
+
+def test_the_worker_consumer_fetch_wait_is_the_setting_not_fausts_1500_ms(tmp_path):
+    import asyncio
+
+    from orchestrator.journey.catalog import Catalog
+    from orchestrator.worker.app import create_app
+    from orchestrator.worker.process import Processor
+
+    settings = Settings.from_env(
+        {
+            "ROTA_FETCH_WAIT_MS": "40",
+            "ROTA_DATA_DIR": str(tmp_path),
+            "ROTA_WEB_PORT": "65000",  # never bound: the app is built, not started
+        }
+    )
+    app = create_app(settings, "127.0.0.1:9", Processor(Catalog.of([]), settings.topics))
+
+    async def build() -> int:  # aiokafka clients are built inside a running loop
+        thread = app.consumer._thread
+        consumer = thread._create_worker_consumer(app.transport)
+        return int(consumer._fetch_max_wait_ms)
+
+    assert asyncio.run(build()) == 40
+
+
+def test_a_fetch_wait_out_of_range_is_refused_with_the_variable_named():
+    with pytest.raises(SettingsError, match="ROTA_FETCH_WAIT_MS must be between 1 and 60000"):
+        Settings.from_env({"ROTA_FETCH_WAIT_MS": "0"})

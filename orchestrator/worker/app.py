@@ -23,6 +23,7 @@ from orchestrator.settings import Settings
 from orchestrator.worker import timers
 from orchestrator.worker.faust_context import (
     install_changelog_recovery,
+    install_fetch_wait,
     partition_db,
 )
 from orchestrator.worker.outputs import OutputError, Outputs, stop_worker
@@ -104,6 +105,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
         # Faust would otherwise declare topics with its defaults; ``rota`` creates them.
         topic_allow_declare=True,
     )
+    install_fetch_wait(app, settings.fetch_wait_ms)
     source = app.topic(
         topics.touchpoints, topics.ticks, key_serializer="raw", value_serializer="raw"
     )

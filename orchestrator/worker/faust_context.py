@@ -15,6 +15,9 @@
    last record actually readable - the same number on a correct broker - and recovery
    uses it (``install_changelog_recovery`` installs both).
 
+4. Faust builds its consumer with a fixed 1,500 ms fetch wait; ``install_fetch_wait``
+   makes it the worker's ``ROTA_FETCH_WAIT_MS``.
+
 All are covered by the worker's integration tests; a Faust upgrade that breaks them
 fails there first.
 """
@@ -30,6 +33,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.tables import recovery
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from orchestrator import metrics
@@ -191,3 +195,23 @@ def install_changelog_recovery() -> None:
 
     cls._build_highwaters = build_highwaters  # type: ignore[method-assign]
     cls._rota_true_ends = True  # type: ignore[attr-defined]
+
+
+def install_fetch_wait(app: Any, wait_ms: int) -> None:
+    """Give ``app``'s worker consumer a fetch wait of ``wait_ms`` (idempotent patch;
+    the value is ``app``'s)."""
+    app._rota_fetch_wait_ms = wait_ms
+    cls = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(cls, "_rota_fetch_wait", False):
+        return
+    original = cls._create_worker_consumer
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        wait_ms = getattr(self.app, "_rota_fetch_wait_ms", None)
+        if wait_ms is not None:
+            consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts
+        return consumer
+
+    cls._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+    cls._rota_fetch_wait = True  # type: ignore[attr-defined]
