@@ -96,13 +96,13 @@ SUPPRESSED_FORGOTTEN = Counter(
 WORKER_SECONDS = Counter(
     "rota_worker_seconds",
     "Wall time of the worker's batch loop by phase - receive: between batches (waiting "
-    "for records; Faust fetching, delivering and acknowledging them); decide: decoding "
-    "and deciding; send: waiting for Kafka to take actions and timers; state: writing "
-    "state; commit: waiting for Kafka to take the state's changelog. rate() = share.",
+    "for records; Faust fetching and delivering them; the batch before being written in "
+    "the background meanwhile); decide: decoding and deciding; wait: waiting for the "
+    "batch before to be acknowledged by Kafka and written. rate() = share.",
     ["phase"],
 )
 #: The phases of ``WORKER_SECONDS``, in the order of the batch loop.
-WORKER_PHASES = ("receive", "decide", "send", "state", "commit")
+WORKER_PHASES = ("receive", "decide", "wait")
 
 _children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
 

@@ -202,11 +202,13 @@ class Settings:
     """ROTA_BATCH_SIZE: most touchpoints the worker takes per batch."""
     batch_wait: float = 0.02
     """ROTA_BATCH_WAIT: seconds the worker waits to fill a batch before processing it."""
-    fetch_wait_ms: int = 100
+    fetch_wait_ms: int = 10
     """ROTA_FETCH_WAIT_MS: longest the worker's fetch waits at the broker for new records.
     Apache Kafka answers a waiting fetch as soon as records arrive, so there it only
-    bounds idle polling; the embedded broker answers when the wait expires, so there it
-    is added to every touchpoint's latency (Faust's own value is 1,500 ms)."""
+    bounds idle polling (raise it to cut idle fetch requests); the embedded broker answers
+    when the wait expires, so there it is added to every touchpoint's latency: 100 ms gave
+    a p50 of 193 ms from publication to action at half the maximum rate, 10 ms 125 ms
+    (Faust's own value is 1,500 ms)."""
     tick_interval: float = 0.5
     """ROTA_TICK_INTERVAL: seconds between timer ticks (timers fire at most this late)."""
     rocksdb_memory_mb: int = 32

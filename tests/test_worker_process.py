@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from journey_fixtures import catalog_from_yaml, touchpoint
 
@@ -34,8 +34,14 @@ class MemoryBackend:
         if index_key not in self.index:
             bisect.insort(self.index, index_key)
 
-    def delete_timer(self, index_key: bytes) -> None:
-        self.index.remove(index_key)
+    def write(self, states: Sequence[tuple[str, bytes | None]], fired: Iterable[bytes]) -> None:
+        for customer, value in states:
+            if value is None:
+                self.states.pop(customer, None)
+            else:
+                self.states[customer] = value
+        for index_key in fired:
+            self.index.remove(index_key)
 
     def due_timers(self, now: int, limit: int) -> Iterator[bytes]:
         upper = timers.upper_bound(now)
@@ -72,8 +78,13 @@ def test_state_is_written_once_per_customer_per_batch_and_duplicates_change_noth
     processor = Processor(catalog_from_yaml(), TOPICS)
     backend = MemoryBackend()
     writes: list[str] = []
-    put = backend.put_state
-    backend.put_state = lambda c, v: (writes.append(c), put(c, v))  # type: ignore[method-assign]
+    write = backend.write
+
+    def counting_write(states, fired):  # type: ignore[no-untyped-def]
+        writes.extend(c for c, _ in states)
+        write(states, fired)
+
+    backend.write = counting_write  # type: ignore[method-assign]
     tp = wire.encode_touchpoint(touchpoint("c1", "Signed Up", at=1_000))
     result = processor.process([_rec(tp, 1), _rec(tp, 2)], backend, now=1_000)
     assert writes == ["c1"]

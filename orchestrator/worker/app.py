@@ -4,9 +4,10 @@ One agent consumes the touchpoints topic and the ticks topic together (co-partit
 partition ``p`` of both goes to the same worker), in batches. Each batch is split by
 partition and processed over that partition's tables (``partition_store.py``). Actions,
 dead letters and the tables' changelog records go through one producer (``outputs.py``),
-flushed before the state is written and again before the next batch - so before Faust
-commits the consumed offsets: a crash replays, never loses (and replays are harmless:
-the core de-duplicates by event id and action ids are deterministic).
+flushed before the state is written and again before Faust may commit the consumed
+offsets - in the background, while the next batch is decided (``pipeline.py``): a crash
+replays, never loses (and replays are harmless: the core de-duplicates by event id and
+action ids are deterministic).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from orchestrator.worker.faust_context import (
     install_fetch_wait,
     partition_db,
 )
-from orchestrator.worker.outputs import OutputError, Outputs, stop_worker
+from orchestrator.worker.outputs import Outputs
 from orchestrator.worker.partition_store import Tables
+from orchestrator.worker.pipeline import Pipeline, hold
 from orchestrator.worker.process import BatchResult, Incoming, Processor
 from orchestrator.worker.web import install_web
 
@@ -129,7 +131,9 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     @app.agent(source, name="rota.decide")
     async def decide_agent(stream: Any) -> None:
         phases = _Phases()
+        pipeline = Pipeline(outputs, tables, app.consumer)
         async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
+            hold(events)
             phases.mark("receive")
             # Every owned partition, so that each fires its due timers now, not when
             # its tick gets through the other partitions' backlog.
@@ -137,7 +141,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
             for event in events:
                 by_partition.setdefault(event.message.partition, []).append(event)
             now = clock.now()
-            results: list[tuple[BatchResult, int]] = []
+            results: dict[int, BatchResult] = {}
             for partition, evs in by_partition.items():
                 records = [
                     Incoming(
@@ -151,29 +155,23 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
                     for e in evs
                 ]
                 store = tables.partition(partition)
-                result = processor.process(records, store, now=now, defer_state=True)
-                results.append((result, partition))
+                result = processor.process(
+                    records,
+                    store,
+                    now=now,
+                    defer_state=True,
+                    previous=pipeline.previous(partition),
+                )
+                results[partition] = result
                 for out in result.out:
                     outputs.send(out.topic, out.key, out.value)
             phases.mark("decide")
-            try:
-                # Actions and the timers set must be durable before the state that says
-                # they happened; the state before Faust commits this batch's offsets.
-                await outputs.flush()
-                phases.mark("send")
-                for result, _ in results:
-                    result.apply_state()
-                phases.mark("state")
-                await outputs.flush()
-            except OutputError as exc:
-                stop_worker(exc)
-                raise
-            tables.persist_offsets()
-            for result, partition in results:
+            await pipeline.submit(results, events)
+            phases.mark("wait")
+            for partition, result in results.items():
                 if result.ticks:
                     _observe_sizes(customers, timer_index, partition)
             _observe_lag(app, by_partition)
-            phases.mark("commit")
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode's signal typing
     async def on_rebalanced(sender: Any, *args: Any, **kwargs: Any) -> None:

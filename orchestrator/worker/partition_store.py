@@ -15,8 +15,10 @@ which is where recovery into this data directory resumes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+
+from rocksdict import WriteBatch
 
 from orchestrator.worker import timers
 from orchestrator.worker.faust_context import changelog_topic, partition_db, persist_offset
@@ -57,6 +59,23 @@ class _Partition:
         self.db.delete(key)
         self._outputs.send(self._topic, key, None, self._partition)
 
+    def write(self, changes: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Puts and deletes (``None``) as one RocksDB write, then their changelog
+        records: one write-ahead-log append instead of one per key."""
+        batch = WriteBatch(raw_mode=True)
+        send, topic, partition = self._outputs.send, self._topic, self._partition
+        records = []
+        for key, value in changes:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+            records.append((key, value))
+        if records:
+            self.db.write(batch)
+        for key, value in records:
+            send(topic, key, value, partition)
+
 
 class Tables:
     """The worker's two tables: customer states and the timer index."""
@@ -96,8 +115,9 @@ class PartitionStore:
     def put_timer(self, index_key: bytes) -> None:
         self._timers.put(index_key, b"")
 
-    def delete_timer(self, index_key: bytes) -> None:
-        self._timers.delete(index_key)
+    def write(self, states: Sequence[tuple[str, bytes | None]], fired: Iterable[bytes]) -> None:
+        self._customers.write((customer.encode(), value) for customer, value in states)
+        self._timers.write((index_key, None) for index_key in fired)
 
     def due_timers(self, now: int, limit: int) -> Iterator[bytes]:
         upper = timers.upper_bound(now)

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -66,7 +66,10 @@ class PartitionBackend(Protocol):
 
     def put_timer(self, index_key: bytes) -> None: ...
 
-    def delete_timer(self, index_key: bytes) -> None: ...
+    def write(self, states: Sequence[tuple[str, bytes | None]], fired: Iterable[bytes]) -> None:
+        """A batch's state changes (``None`` deletes) and the index entries of the timers
+        it fired, removed: each table in one write."""
+        ...
 
     def due_timers(self, now: int, limit: int) -> Iterator[bytes]: ...
 
@@ -126,6 +129,7 @@ class Processor:
         *,
         now: int,
         defer_state: bool = False,
+        previous: BatchResult | None = None,
     ) -> BatchResult:
         """Decide for ``records`` of one partition (there may be none), then fire its
         timers due by ``now``.
@@ -134,10 +138,15 @@ class Processor:
         turn, and the timers with it; the worker therefore calls this for every
         partition it owns in each batch. With ``defer_state`` the state changes wait
         for ``BatchResult.apply_state`` (see there); timers set are written at once - a
-        timer without its state fires as a no-op, the reverse would never fire."""
+        timer without its state fires as a no-op, the reverse would never fire.
+
+        ``previous`` is the partition's batch before this one, whose state changes may
+        not be applied yet (the worker decides a batch while Kafka acknowledges the one
+        before, ``worker/pipeline.py``): this batch reads through them, so it sees
+        exactly what it would have seen had they been written."""
         started = time.perf_counter()
         catalog = self.catalog  # one catalog per batch, even if a deploy swaps it meanwhile
-        batch = _Batch(backend, catalog)
+        batch = _Batch(backend, catalog, previous.pending if previous is not None else None)
         result = BatchResult()
         for rec in records:
             if rec.topic == self.topics.ticks:
@@ -285,8 +294,8 @@ class Processor:
         by the time it waited too."""
         fired = 0
         for index_key in list(batch.backend.due_timers(now, self.max_fire_per_tick)):
-            if index_key in batch.fired:
-                continue  # fired by an earlier tick of this batch, removal still pending
+            if batch.has_fired(index_key):
+                continue  # fired by an earlier tick or batch, removal still pending
             due_at, customer, timer_id = timers.decode_index_key(index_key)
             batch.fired.add(index_key)
             fired += 1
@@ -371,11 +380,16 @@ class Processor:
 
 
 class _Batch:
-    """Write-back cache of customer states for one batch of one partition."""
+    """Write-back cache of customer states for one batch of one partition.
 
-    def __init__(self, backend: PartitionBackend, catalog: Catalog):
+    ``previous`` is the partition's batch before, until its changes are written: reads
+    go through it, and the changes this batch makes at once (forgetting, re-setting a
+    timer it fired) take precedence over its pending ones."""
+
+    def __init__(self, backend: PartitionBackend, catalog: Catalog, previous: _Batch | None = None):
         self.backend = backend
         self.catalog = catalog
+        self._previous = previous
         self._states: dict[str, CustomerState | None] = {}
         self._dirty: set[str] = set()
         #: Timer index entries fired in this batch, removed with the state changes.
@@ -389,10 +403,16 @@ class _Batch:
         try:
             return self._states[customer]
         except KeyError:
+            pass
+        previous = self._previous
+        if previous is not None and customer in previous._states:
+            # What the table holds, or will once ``previous`` is written.
+            state = previous._states[customer]
+        else:
             raw = self.backend.get_state(customer)
             state = CustomerState.from_bytes(raw) if raw is not None else None
-            self._states[customer] = state
-            return state
+        self._states[customer] = state
+        return state
 
     def peek(self, customer: str) -> CustomerState | None:
         return self._states.get(customer)
@@ -409,7 +429,15 @@ class _Batch:
         # the timer its lost state had: same id, same due time): it is live again and
         # must survive the removal of the fired entries.
         self.fired.discard(key)
+        if self._previous is not None:
+            self._previous.fired.discard(key)
         self.backend.put_timer(key)
+
+    def has_fired(self, index_key: bytes) -> bool:
+        """Fired in this batch or the one before, its index entry not yet removed."""
+        if index_key in self.fired:
+            return True
+        return self._previous is not None and index_key in self._previous.fired
 
     def forget(self, customer: str) -> None:
         """Erase the customer's state (a tombstone in the changelog) and remember, by
@@ -417,14 +445,22 @@ class _Batch:
         until due and then fire as no-ops: the state they would act on is gone."""
         self._states[customer] = None
         self._dirty.discard(customer)
+        if self._previous is not None:  # its write would bring the customer back
+            self._previous._dirty.discard(customer)
         self.backend.delete_state(customer)
         self.backend.put_state(forgotten_key(customer), b"1")
 
     def bandits(self) -> dict[str, tuple[int, int]]:
         """The partition's offer statistics (``core.bandit``), read once per batch."""
         if self._bandits is None:
-            raw = self.backend.get_state(BANDITS_KEY)
-            self._bandits = {k: (v[0], v[1]) for k, v in orjson.loads(raw).items()} if raw else {}
+            previous = self._previous
+            if previous is not None and previous._bandits is not None:
+                self._bandits = dict(previous._bandits)  # a copy: it is written as it is
+            else:
+                raw = self.backend.get_state(BANDITS_KEY)
+                self._bandits = (
+                    {k: (v[0], v[1]) for k, v in orjson.loads(raw).items()} if raw else {}
+                )
         return self._bandits
 
     def learn(self, pulls: Sequence[str], wins: Sequence[str]) -> None:
@@ -436,6 +472,8 @@ class _Batch:
             return None
         if anon in self._moved:
             return self._moved[anon]
+        if self._previous is not None and anon in self._previous._moved:
+            return self._previous._moved[anon]
         raw = self.backend.get_state(merged_key(anon))
         return raw.decode() if raw is not None else None
 
@@ -453,18 +491,19 @@ class _Batch:
         return self.backend.get_state(forgotten_key(customer)) is not None
 
     def flush(self) -> None:
-        for customer in self._dirty:
-            state = self._states[customer]
-            if state is not None:
-                self.backend.put_state(customer, state.to_bytes())
+        states = self._states
+        changes: list[tuple[str, bytes | None]] = [
+            (customer, state.to_bytes())
+            for customer in self._dirty
+            if (state := states[customer]) is not None
+        ]
         self._dirty.clear()
         if self._bandits_dirty and self._bandits is not None:
-            self.backend.put_state(BANDITS_KEY, orjson.dumps(self._bandits))
+            changes.append((BANDITS_KEY, orjson.dumps(self._bandits)))
             self._bandits_dirty = False
         for anon, into in self._moved.items():
-            self.backend.delete_state(anon)
-            self.backend.put_state(merged_key(anon), into.encode())
+            changes.append((anon, None))
+            changes.append((merged_key(anon), into.encode()))
         self._moved.clear()
-        for index_key in self.fired:
-            self.backend.delete_timer(index_key)
+        self.backend.write(changes, self.fired)
         self.fired.clear()
