@@ -66,7 +66,16 @@ def test_histogram_quantile_interpolates_within_the_bucket_of_the_delta():
 
 FIGURES = {
     "throughput": ["events_per_second", "seconds", "actions_emitted", "cold_start_seconds"],
-    "latency": ["offered_rate", "achieved_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms"],
+    "latency": [
+        "offered_rate",
+        "achieved_rate",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "max_ms",
+        "broker_p50_ms",
+        "broker_p99_ms",
+    ],
     "timers": [
         "pending",
         "fired_observed",
@@ -107,6 +116,8 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     lat = results["latency"]
     assert lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert lat["actions_received"] == lat["actions_expected"] > 0
+    assert lat["broker_received"] == lat["actions_expected"]
+    assert lat["broker_p50_ms"] <= lat["broker_p99_ms"]
     timers = results["timers"]
     assert timers["lateness_p50_s"] <= timers["lateness_p99_s"] <= timers["lateness_max_s"]
     assert timers["fired_observed"] == timers["fired_expected"]

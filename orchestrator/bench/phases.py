@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator import wire
 from orchestrator.bench import baselines
-from orchestrator.bench.kafka_io import ActionWatcher, publish_burst, publish_paced
+from orchestrator.bench.kafka_io import ArrivalWatcher, publish_burst, publish_paced
 from orchestrator.bench.worker import (
     BenchWorker,
     WorkerConfig,
@@ -175,7 +175,9 @@ def _latency(
     rate = sizes.latency_rate or max(50.0, max_rate / 2)
     count = int(rate * sizes.latency_seconds)
     records = Workload(ctx.spec, seed_offset=1).encoded(count)
-    watcher = ActionWatcher(ctx.bootstrap, [topics.actions(OFFER_CHANNEL)], keyed_by="trigger")
+    watcher = ArrivalWatcher(ctx.bootstrap, [topics.actions(OFFER_CHANNEL)], keyed_by="trigger")
+    # The same touchpoints read back by a plain consumer: what the broker alone takes.
+    floor = ArrivalWatcher(ctx.bootstrap, [topics.touchpoints], keyed_by="event", from_end=True)
     try:
         watcher.wait_idle(quiet=1.0)  # the throughput phase's actions are read first
         published: dict[str, float] = {}
@@ -204,12 +206,18 @@ def _latency(
         latencies = [
             (watcher.arrivals[e] - t) * 1000 for e, t in published.items() if e in watcher.arrivals
         ]
+        floors = [
+            (floor.arrivals[e] - t) * 1000 for e, t in published.items() if e in floor.arrivals
+        ]
         lag_after = worker.histogram("rota_event_lag_seconds")
     finally:
         watcher.close()
+        floor.close()
     p50, p95, p99, pmax = _quantiles(latencies, 0.5, 0.95, 0.99, 1.0)
+    f50, f99 = _quantiles(floors, 0.5, 0.99)
     ctx.progress(
         f"  latency p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {pmax:.1f} ms"
+        f" (the broker alone: p50 {f50:.1f} ms, p99 {f99:.1f} ms)"
     )
     return {
         "offered_rate": rate,
@@ -221,6 +229,10 @@ def _latency(
         "p95_ms": p95,
         "p99_ms": p99,
         "max_ms": pmax,
+        # Publication -> a plain consumer, for the same touchpoints at the same time.
+        "broker_p50_ms": f50,
+        "broker_p99_ms": f99,
+        "broker_received": len(floors),
         # The worker's own view (Kafka timestamp -> end of processing, bucketed): the
         # rest of the latency is producing the action and a consumer fetching it.
         "worker_event_lag_p50_ms": _ms(histogram_quantile(lag_before, lag_after, 0.5)),
@@ -281,7 +293,7 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
             f"timers: {burst:,} timers due over {window:.1f} s from {lead:.0f} s on "
             f"({burst / window:,.0f}/s) with {sizes.timers:,} pending"
         )
-        watcher = ActionWatcher(
+        watcher = ArrivalWatcher(
             ctx.bootstrap, [topics.actions(REMINDER_CHANNEL)], keyed_by="customer"
         )
         try:

@@ -80,6 +80,11 @@ ROWS = (
         lambda r: r["latency"]["p99_ms"] <= 100,
     ),
     Row(
+        "  the broker alone (same touchpoints, plain consumer) p50 / p99, ms",
+        lambda r: r["latency"]["broker_p99_ms"],
+        lambda r: "{broker_p50_ms:.0f} / {broker_p99_ms:.0f}".format(**r["latency"]),
+    ),
+    Row(
         "timer lateness p50 / p99, s",
         lambda r: r["timers"]["lateness_p99_s"],
         lambda r: (
