@@ -107,10 +107,27 @@ WORKER_PHASES = ("receive", "decide", "wait")
 _children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
 
 
-def inc(counter: Counter, *labels: str) -> None:
-    """``counter.labels(*labels).inc()``, minus prometheus_client's label checks on
-    every call: the worker counts several labelled things per event."""
-    child = _children.get((counter, labels))
-    if child is None:
-        child = _children[(counter, labels)] = counter.labels(*labels)
-    child.inc()
+class Tally:
+    """Counter increments gathered over one batch and added at its end, one per
+    counter and label set: prometheus_client takes a lock and checks the labels on
+    every increment, and the worker counts several things per event."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[Counter, tuple[str, ...]], int] = {}
+
+    def add(self, counter: Counter, *labels: str) -> None:
+        key = (counter, labels)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+
+    def publish(self) -> None:
+        """Add what was counted to the counters, and start again from zero."""
+        for key, n in self._counts.items():
+            child = _children.get(key)
+            if child is None:
+                counter, labels = key
+                child = _children[key] = counter.labels(*labels) if labels else counter
+            child.inc(n)
+        self._counts.clear()

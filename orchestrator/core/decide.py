@@ -163,6 +163,8 @@ class _Run:
         self.catalog = catalog
         self.profile: Profile = state.profile
         self.instances: list[Instance] = list(state.instances)
+        #: Instances that ended in this decision (an event ends some before others see it).
+        self.dropped: set[str] = set()
         self.history: dict[str, History] | None = None  # copied on first write
         self.silence: dict[str, int] | None = None
         self.actions: list[NextBestAction] = []
@@ -187,8 +189,17 @@ class _Run:
         name = tp.name
         ended: set[str] = set()
         if self.instances:
+            current = self.catalog.current
             for inst in list(self.instances):
-                if self._alive(inst):
+                plan = current.get(inst.journey_id)
+                if (
+                    plan is not None
+                    and plan.version == inst.version
+                    and name not in plan.listens
+                    and not plan.exit_on_any
+                ):
+                    continue  # the common case: nothing to migrate, not listening
+                if inst.instance_id not in self.dropped:
                     self._instance_event(inst, name, ended)
         for plan in self.catalog.silence_by_event.get(name, ()):
             self._reset_silence(plan)
@@ -245,9 +256,6 @@ class _Run:
         return self._decision(None)
 
     # -- live instances ------------------------------------------------------------
-
-    def _alive(self, inst: Instance) -> bool:
-        return any(i.instance_id == inst.instance_id for i in self.instances)
 
     def _instance_event(self, inst: Instance, name: str, ended: set[str]) -> None:
         resolved = self._resolve(inst)
@@ -553,6 +561,7 @@ class _Run:
         if current.timer_id:
             self.cancelled.append(current.timer_id)
         self.instances = [i for i in self.instances if i.instance_id != inst.instance_id]
+        self.dropped.add(inst.instance_id)
         hist = self._history_of(inst.journey_id)
         self._set_history(inst.journey_id, replace(hist, last_exit_at=self.now))
         self._note(inst, why)

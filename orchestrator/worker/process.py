@@ -157,6 +157,7 @@ class Processor:
             result.consumed += 1
             self._touchpoint(batch, rec, result)
         result.fired += self._fire_due(batch, now, result, observed_at=now)
+        batch.tally.publish()
         if defer_state:
             result.pending = batch
         else:
@@ -173,17 +174,17 @@ class Processor:
         try:
             tp = wire.decode_touchpoint(rec.value or b"")
         except wire.DecodeError as exc:
-            self._deadletter(rec, "undecodable", str(exc), result)
+            self._deadletter(batch, rec, "undecodable", str(exc), result)
             return
-        metrics.inc(metrics.EVENTS_CONSUMED, tp.type)
+        batch.tally.add(metrics.EVENTS_CONSUMED, tp.type)
         customer = tp.subject
         if tp.name == FORGET_EVENT:
             batch.forget(customer)
-            metrics.FORGOTTEN.inc()
+            batch.tally.add(metrics.FORGOTTEN)
             return
         state = batch.state(customer)
         if state is None and batch.is_forgotten(customer):
-            metrics.SUPPRESSED_FORGOTTEN.inc()
+            batch.tally.add(metrics.SUPPRESSED_FORGOTTEN)
             return
         if tp.name == STITCH_EVENT:
             self._stitch(batch, tp, result)
@@ -207,7 +208,7 @@ class Processor:
         except Exception as exc:  # a bug or bad data must not stop the partition
             log.exception("processing failed for event %s", tp.event_id)
             detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-            self._deadletter(rec, "processing_error", detail, result)
+            self._deadletter(batch, rec, "processing_error", detail, result)
             return
         self._apply(batch, customer, decision, result, tp, tp.occurred_at)
         if tp.customer_id and tp.anonymous_id:
@@ -252,7 +253,7 @@ class Processor:
         if not into or batch.merged_into(anon) is not None:
             return  # a replay, or the visitor was linked to someone before: first wins
         state = batch.move_out(anon, into)
-        metrics.IDENTITIES_MERGED.inc()
+        batch.tally.add(metrics.IDENTITIES_MERGED)
         if state is None:
             return  # never seen: only later events need forwarding
         merge = Touchpoint(
@@ -299,7 +300,7 @@ class Processor:
             due_at, customer, timer_id = timers.decode_index_key(index_key)
             batch.fired.add(index_key)
             fired += 1
-            metrics.TIMERS_FIRED.inc()
+            batch.tally.add(metrics.TIMERS_FIRED)
             metrics.TIMER_LATENESS_SECONDS.observe(max(0, max(now, observed_at) - due_at) / 1000)
             state = batch.state(customer)
             if state is None:
@@ -312,6 +313,7 @@ class Processor:
             except Exception as exc:
                 log.exception("timer %s failed", timer_id)
                 self._deadletter(
+                    batch,
                     Incoming(self.topics.ticks, -1, -1, customer.encode(), index_key),
                     "timer_error",
                     f"{type(exc).__name__}: {exc}",
@@ -333,7 +335,7 @@ class Processor:
         """Take one decision's outputs (its actions, and one analytics record per funnel
         event, stamped ``at``: the decision time) and set its timers."""
         if tp is not None and decision.state is batch.peek(customer):
-            metrics.EVENTS_DUPLICATE.inc()  # the core returned the state untouched
+            batch.tally.add(metrics.EVENTS_DUPLICATE)  # the core returned the state untouched
         batch.set_state(customer, decision.state)
         for action in decision.actions:
             result.out.append(
@@ -343,20 +345,20 @@ class Processor:
                     wire.encode_action(action),
                 )
             )
-            metrics.inc(metrics.ACTIONS_EMITTED, action.journey_id, action.channel)
+            batch.tally.add(metrics.ACTIONS_EMITTED, action.journey_id, action.channel)
         if decision.bandit_pulls or decision.bandit_wins:
             batch.learn(decision.bandit_pulls, decision.bandit_wins)
         for action, reason in decision.suppressed:
-            metrics.inc(metrics.ACTIONS_SUPPRESSED, action.journey_id, action.channel, reason)
+            batch.tally.add(metrics.ACTIONS_SUPPRESSED, action.journey_id, action.channel, reason)
         for action, reason in decision.deferred:
-            metrics.inc(metrics.ACTIONS_DEFERRED, action.journey_id, action.channel, reason)
+            batch.tally.add(metrics.ACTIONS_DEFERRED, action.journey_id, action.channel, reason)
         for timer in decision.timers_set:
             batch.set_timer(timer)
-            metrics.TIMERS_SET.inc()
+            batch.tally.add(metrics.TIMERS_SET)
         # Cancelled timers are not looked up and deleted here: their index entries stay
         # until due and the core ignores them then (it knows which timers are live).
         for step in decision.funnel:
-            metrics.inc(metrics.FUNNEL, step.journey_id, step.kind, step.step or "")
+            batch.tally.add(metrics.FUNNEL, step.journey_id, step.kind, step.step or "")
         if decision.funnel:
             key = customer.encode()
             trigger = tp.event_id if tp is not None else None
@@ -365,8 +367,10 @@ class Processor:
                     Outgoing(self.topics.analytics, key, wire.encode_transition(record))
                 )
 
-    def _deadletter(self, rec: Incoming, reason: str, detail: str, result: BatchResult) -> None:
-        metrics.inc(metrics.DEADLETTERED, reason)
+    def _deadletter(
+        self, batch: _Batch, rec: Incoming, reason: str, detail: str, result: BatchResult
+    ) -> None:
+        batch.tally.add(metrics.DEADLETTERED, reason)
         record = wire.DeadLetter.now(
             reason=reason,
             detail=detail,
@@ -398,6 +402,8 @@ class _Batch:
         self._moved: dict[str, str] = {}
         self._bandits: dict[str, tuple[int, int]] | None = None
         self._bandits_dirty = False
+        #: What the batch counted, added to the metrics once it is decided.
+        self.tally = metrics.Tally()
 
     def state(self, customer: str) -> CustomerState | None:
         try:
