@@ -13,9 +13,8 @@ The order of the steps is unchanged, so a crash anywhere still replays rather th
 loses: Faust commits an offset only once its record is acknowledged, and the records
 of a batch are acknowledged (``Message.ack``, releasing the reference the agent's
 channel holds, ``faust_context.batches``) only once its state's changelog is in Kafka.
-Faust waits for
-unacknowledged records before it gives partitions away or stops, so a rebalance or a
-shutdown lets the batch in flight finish first.
+Faust waits for unacknowledged records before it gives partitions away or stops, so a
+rebalance or a shutdown lets the batch in flight finish first.
 
 At most one batch is in flight: the agent waits for it before handing over the next,
 so reads go through one batch at most, and memory stays bounded.
