@@ -248,7 +248,10 @@ async def batches(
         if not app.flow_control.is_active() or message.generation_id != (
             app.consumer_generation_id
         ):
-            return False  # as the stream does: a rebalance came in between
+            # A rebalance came in between: skipped as the stream skips it, but not
+            # acknowledged (the stream does): the new generation fetches the offset
+            # again, and that copy is acknowledged once its batch is durable.
+            return False
         if not message.tracked and app.topics.acks_enabled_for(message.topic):
             message.tracked = True
             consumer.track_message(message)
