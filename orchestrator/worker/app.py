@@ -24,7 +24,6 @@ from orchestrator.settings import Settings
 from orchestrator.worker import timers
 from orchestrator.worker.faust_context import (
     install_changelog_recovery,
-    install_fast_handover,
     install_fetch_wait,
     partition_db,
 )
@@ -88,7 +87,6 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     topics = settings.topics
     clock = settings.clock
     install_changelog_recovery()
-    install_fast_handover()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
