@@ -125,7 +125,7 @@ class ArrivalWatcher:
                     )[1]
                 parts.append(TopicPartition(topic, p, start))
         self._consumer.assign(parts)
-        self._thread = threading.Thread(target=self._run, name="bench-actions", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="bench-arrivals", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:

@@ -204,12 +204,8 @@ def _latency(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not all(e in watcher.arrivals for e in published):
             time.sleep(0.1)
-        latencies = [
-            (watcher.arrivals[e] - t) * 1000 for e, t in published.items() if e in watcher.arrivals
-        ]
-        floors = [
-            (floor.arrivals[e] - t) * 1000 for e, t in published.items() if e in floor.arrivals
-        ]
+        latencies = _delays_ms(published, watcher.arrivals)
+        floors = _delays_ms(published, floor.arrivals)
         lag_after = worker.histogram("rota_event_lag_seconds")
     finally:
         watcher.close()
@@ -239,6 +235,11 @@ def _latency(
         "worker_event_lag_p50_ms": _ms(histogram_quantile(lag_before, lag_after, 0.5)),
         "worker_event_lag_p99_ms": _ms(histogram_quantile(lag_before, lag_after, 0.99)),
     }
+
+
+def _delays_ms(published: dict[str, float], arrivals: dict[str, float]) -> list[float]:
+    """Publication -> arrival, in ms, of each published record that arrived."""
+    return [(arrivals[k] - t) * 1000 for k, t in published.items() if k in arrivals]
 
 
 def _ms(seconds: float | None) -> float | None:

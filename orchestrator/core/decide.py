@@ -191,16 +191,12 @@ class _Run:
         if self.instances:
             current = self.catalog.current
             for inst in list(self.instances):
+                if inst.instance_id in self.dropped:
+                    continue
                 plan = current.get(inst.journey_id)
-                if (
-                    plan is not None
-                    and plan.version == inst.version
-                    and name not in plan.listens
-                    and not plan.exit_on_any
-                ):
-                    continue  # the common case: nothing to migrate, not listening
-                if inst.instance_id not in self.dropped:
-                    self._instance_event(inst, name, ended)
+                if plan is not None and plan.version == inst.version and not plan.reacts_to(name):
+                    continue  # the common case, decided without resolving: nothing to migrate
+                self._instance_event(inst, name, ended)
         for plan in self.catalog.silence_by_event.get(name, ()):
             self._reset_silence(plan)
         for plan in self.catalog.silence_any:
@@ -262,7 +258,7 @@ class _Run:
         if resolved is None:
             return  # retired with its version, not by this event: it may enter again
         plan, inst = resolved
-        if name not in plan.listens and not plan.exit_on_any:
+        if not plan.reacts_to(name):
             return
         goal = plan.goal
         if goal is not None and goal.event == name:

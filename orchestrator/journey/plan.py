@@ -190,3 +190,7 @@ class JourneyPlan:
     @property
     def key(self) -> str:
         return f"{self.id}@{self.version}"
+
+    def reacts_to(self, event: str) -> bool:
+        """Whether an event of this name can affect a live instance of this plan."""
+        return self.exit_on_any or event in self.listens
