@@ -24,6 +24,7 @@ from orchestrator.settings import Settings
 from orchestrator.worker import timers
 from orchestrator.worker.faust_context import (
     install_changelog_recovery,
+    install_committed_seek,
     install_fetch_wait,
     partition_db,
 )
@@ -87,6 +88,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     topics = settings.topics
     clock = settings.clock
     install_changelog_recovery()
+    install_committed_seek()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",

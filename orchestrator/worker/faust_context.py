@@ -15,7 +15,13 @@
    last record actually readable - the same number on a correct broker - and recovery
    uses it (``install_changelog_recovery`` installs both).
 
-4. Faust builds its consumer with a fixed 1,500 ms fetch wait; ``install_fetch_wait``
+4. When Faust's fetcher gets records while flow is stopped (a rebalance), it drops
+   them and seeks back to the committed offsets - but aiokafka seeks only partitions
+   that have one, so a partition never committed (a lost worker's) kept its position
+   past the dropped records and they were never processed. ``install_committed_seek``
+   sends such partitions back to their start.
+
+5. Faust builds its consumer with a fixed 1,500 ms fetch wait; ``install_fetch_wait``
    makes it the worker's ``ROTA_FETCH_WAIT_MS``.
 
 All are covered by the worker's integration tests; a Faust upgrade that breaks them
@@ -215,3 +221,28 @@ def install_fetch_wait(app: Any, wait_ms: int) -> None:
 
     cls._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
     cls._rota_fetch_wait = True  # type: ignore[attr-defined]
+
+
+async def _seek_to_committed_or_start(thread: Any) -> Any:
+    consumer = thread._ensure_consumer()
+    committed = await consumer.seek_to_committed()
+    changelogs = thread.app.tables.changelog_topics
+    fresh = [tp for tp, off in committed.items() if not off and tp.topic not in changelogs]
+    if fresh:
+        log.info("no committed offset for %s: reading them from the start", sorted(fresh))
+        await consumer.seek_to_beginning(*fresh)
+    return committed
+
+
+def install_committed_seek() -> None:
+    """Patch Faust's aiokafka consumer so that seeking to the committed offsets also
+    seeks never-committed partitions to their start (idempotent)."""
+    cls = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(cls, "_rota_committed_seek", False):
+        return
+
+    async def seek_to_committed(self: Any) -> Any:
+        return await self.call_thread(_seek_to_committed_or_start, self)
+
+    cls.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    cls._rota_committed_seek = True  # type: ignore[attr-defined]
