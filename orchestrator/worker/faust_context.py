@@ -224,10 +224,12 @@ def install_fetch_wait(app: Any, wait_ms: int) -> None:
 
 
 async def _seek_to_committed_or_start(thread: Any) -> Any:
+    """Runs in Faust's consumer thread. "The start" is the worker's reset policy
+    (``consumer_auto_offset_reset="earliest"``); changelogs are positioned by recovery."""
     consumer = thread._ensure_consumer()
     committed = await consumer.seek_to_committed()
-    changelogs = thread.app.tables.changelog_topics
-    fresh = [tp for tp, off in committed.items() if not off and tp.topic not in changelogs]
+    changelog = thread.consumer._is_changelog_tp
+    fresh = [tp for tp, off in committed.items() if not off and not changelog(tp)]
     if fresh:
         log.info("no committed offset for %s: reading them from the start", sorted(fresh))
         await consumer.seek_to_beginning(*fresh)
