@@ -25,6 +25,7 @@ from orchestrator.worker import timers
 from orchestrator.worker.faust_context import (
     install_changelog_recovery,
     install_committed_seek,
+    install_fast_handover,
     install_fetch_wait,
     partition_db,
 )
@@ -89,6 +90,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     clock = settings.clock
     install_changelog_recovery()
     install_committed_seek()
+    install_fast_handover()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",

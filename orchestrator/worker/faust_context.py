@@ -23,6 +23,10 @@
 
 5. Faust builds its consumer with a fixed 1,500 ms fetch wait; ``install_fetch_wait``
    makes it the worker's ``ROTA_FETCH_WAIT_MS``.
+6. Faust's fetcher hands each record to the conductor inside ``Service.wait_first``
+   (four asyncio tasks and an ``asyncio.wait``, so that a rebalance can interrupt a
+   hand-over stuck on a full buffer); ``install_fast_handover`` runs the hand-over
+   inline and falls back to exactly that only when it has to wait.
 
 All are covered by the worker's integration tests; a Faust upgrade that breaks them
 fails there first.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import threading
 import time
@@ -39,8 +44,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.tables import recovery
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from mode.services import Service, WaitResults
 
 from orchestrator import metrics
 from orchestrator.kafka_security import client_config
@@ -248,3 +255,77 @@ def install_committed_seek() -> None:
 
     cls.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
     cls._rota_committed_seek = True  # type: ignore[attr-defined]
+
+
+def install_fast_handover() -> None:
+    """Make Faust's consumers hand a fetched record over without four tasks per record
+    when the hand-over does not have to wait (idempotent class patch).
+
+    ``Consumer._drain_messages`` awaits ``wait_first(callback(message),
+    suspend_flow.wait())`` for every record: ~20 us of tasks each (measured), about a
+    quarter of what a bare Faust agent spends per record. Here the callback is first run
+    inline; when it completes without suspending - the record is queued for the agent,
+    the common case - the result is the same as Faust's, minus the tasks. When it does
+    suspend (flow control during a rebalance, a full buffer), it is finished in a task
+    raced against the rest exactly as Faust would have (``_finish``). Any other call, or
+    one made while flow is suspended or the consumer stopping, goes to Faust's own.
+    Measured on the worker, two interleaved runs each (80,000 touchpoints): 20 % more
+    touchpoints/s, 16 % less CPU per touchpoint; ``receive`` 54 -> 42 % of its time."""
+    cls = faust_consumer.Consumer
+    if getattr(cls, "_rota_fast_handover", False):
+        return
+    cls.wait_first = fast_wait_first  # type: ignore[method-assign]
+    cls._rota_fast_handover = True  # type: ignore[attr-defined]
+
+
+async def fast_wait_first(self: Any, *coros: Any, timeout: Any = None) -> WaitResults:
+    """``Service.wait_first`` for a consumer (``self``), inline when it can be."""
+    first = coros[0] if len(coros) == 2 else None
+    if (
+        not inspect.iscoroutine(first)
+        or self.suspend_flow.is_set()
+        or self._stopped.is_set()
+        or self._crashed.is_set()
+    ):
+        return await Service.wait_first(self, *coros, timeout=timeout)
+    rest = coros[1]
+    try:
+        yielded = first.send(None)
+    except StopIteration as done:
+        _close(rest)
+        await asyncio.sleep(0)  # as Faust's wait did: other tasks run between records
+        return WaitResults([first], [done.value], False)
+    except BaseException:
+        _close(rest)
+        raise
+    task = asyncio.ensure_future(_finish(first, yielded))
+    return await Service.wait_first(self, task, rest, timeout=timeout)
+
+
+def _close(waitable: Any) -> None:
+    if inspect.iscoroutine(waitable):
+        waitable.close()  # never started: no "was never awaited" warning
+
+
+async def _finish(coro: Any, yielded: Any) -> Any:
+    """Drive ``coro``, started by hand and suspended on ``yielded``, to its end as an
+    asyncio task would: resume it once what it waits for is done, pass cancellation in."""
+    while True:
+        try:
+            if yielded is None:  # a bare yield (``asyncio.sleep(0)``)
+                await asyncio.sleep(0)
+            else:
+                yielded._asyncio_future_blocking = False
+                await asyncio.wait([yielded])
+        except asyncio.CancelledError as exc:
+            if yielded is not None:
+                yielded.cancel()  # as a task's cancel() cancels what it waits for
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+            continue
+        try:
+            yielded = coro.send(None)
+        except StopIteration as done:
+            return done.value
