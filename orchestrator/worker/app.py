@@ -23,6 +23,7 @@ from orchestrator.kafka_security import faust_credentials
 from orchestrator.settings import Settings
 from orchestrator.worker import timers
 from orchestrator.worker.faust_context import (
+    batches,
     install_changelog_recovery,
     install_committed_seek,
     install_fast_handover,
@@ -31,7 +32,7 @@ from orchestrator.worker.faust_context import (
 )
 from orchestrator.worker.outputs import Outputs
 from orchestrator.worker.partition_store import Tables
-from orchestrator.worker.pipeline import Pipeline, hold
+from orchestrator.worker.pipeline import Pipeline
 from orchestrator.worker.process import BatchResult, Incoming, Processor
 from orchestrator.worker.web import install_web
 
@@ -136,8 +137,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     async def decide_agent(stream: Any) -> None:
         phases = _Phases()
         pipeline = Pipeline(outputs, tables, app.consumer)
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
-            hold(events)
+        async for events in batches(app, stream.channel, settings.batch_size, settings.batch_wait):
             phases.mark("receive")
             # Every owned partition, so that each fires its due timers now, not when
             # its tick gets through the other partitions' backlog.

@@ -14,19 +14,21 @@
    Faust's consistency check on restart. ``true_end_offsets`` is the offset after the
    last record actually readable - the same number on a correct broker - and recovery
    uses it (``install_changelog_recovery`` installs both).
-
 4. When Faust's fetcher gets records while flow is stopped (a rebalance), it drops
    them and seeks back to the committed offsets - but aiokafka seeks only partitions
    that have one, so a partition never committed (a lost worker's) kept its position
    past the dropped records and they were never processed. ``install_committed_seek``
    sends such partitions back to their start.
-
 5. Faust builds its consumer with a fixed 1,500 ms fetch wait; ``install_fetch_wait``
    makes it the worker's ``ROTA_FETCH_WAIT_MS``.
 6. Faust's fetcher hands each record to the conductor inside ``Service.wait_first``
    (four asyncio tasks and an ``asyncio.wait``, so that a rebalance can interrupt a
    hand-over stuck on a full buffer); ``install_fast_handover`` runs the hand-over
    inline and falls back to exactly that only when it has to wait.
+7. The agent takes its events from its channel's queue (``batches``) rather than
+   through ``Stream.take_events``, doing what the stream does for each: skip records
+   of an earlier consumer generation (fetched before a rebalance), and track the
+   message as unacknowledged, which Faust waits for before it gives partitions away.
 
 All are covered by the worker's integration tests; a Faust upgrade that breaks them
 fails there first.
@@ -40,6 +42,7 @@ import inspect
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -54,6 +57,8 @@ from orchestrator.kafka_security import client_config
 from orchestrator.worker import changelog_replay
 
 log = logging.getLogger(__name__)
+#: While a batch fills, how often the agent looks at its queue again.
+FILL_POLL_S = 0.002
 
 
 async def load_partition_metadata(app: Any, topic: str) -> None:
@@ -329,3 +334,55 @@ async def _finish(coro: Any, yielded: Any) -> Any:
             yielded = coro.send(None)
         except StopIteration as done:
             return done.value
+
+
+async def batches(
+    app: Any, channel: Any, max_events: int, within: float
+) -> AsyncIterator[list[Any]]:
+    """Lists of up to ``max_events`` events: whatever the channel's queue holds, waiting
+    at most ``within`` seconds after the first event for more.
+
+    ``Stream.take_events`` passes each event through the stream's iterator, a buffering
+    processor (a coroutine per event) and an acknowledgement; the worker needs none of
+    it - it writes its tables itself and acknowledges each message once its batch is
+    durable (``pipeline.py``). Taking them here: 9 % more touchpoints/s and 9 % less
+    CPU per touchpoint (three interleaved runs each, 80,000 touchpoints).
+
+    Acknowledgement is Faust's own: the conductor gives each message one reference for
+    the channel, which ``Message.ack`` releases; Faust commits an offset only after
+    that."""
+    queue = channel.queue
+    consumer = app.consumer
+    loop = asyncio.get_running_loop()
+
+    def admit(event: Any) -> bool:
+        message = event.message
+        if not app.flow_control.is_active() or message.generation_id != (
+            app.consumer_generation_id
+        ):
+            # A rebalance came in between: skipped as the stream skips it, but not
+            # acknowledged (the stream does): the new generation fetches the offset
+            # again, and that copy is acknowledged once its batch is durable.
+            return False
+        if not message.tracked and app.topics.acks_enabled_for(message.topic):
+            message.tracked = True
+            consumer.track_message(message)
+        return True
+
+    while True:
+        first = await queue.get()
+        if not admit(first):
+            continue
+        events = [first]
+        deadline = loop.time() + within
+        while True:
+            while len(events) < max_events and not queue.empty():
+                event = queue.get_nowait()
+                if admit(event):
+                    events.append(event)
+            remaining = deadline - loop.time()
+            if len(events) >= max_events or remaining <= 0:
+                break
+            # Let the fetcher deliver for a moment rather than waking per event.
+            await asyncio.sleep(min(remaining, FILL_POLL_S))
+        yield events

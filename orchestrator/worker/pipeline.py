@@ -11,10 +11,10 @@ worker is CPU-bound, so most of that time went to Faust's delivery of records in
 
 The order of the steps is unchanged, so a crash anywhere still replays rather than
 loses: Faust commits an offset only once its record is acknowledged, and the records
-of a batch are acknowledged - by holding a reference on them (Faust's own message
-reference count) - only once its state's changelog is in Kafka. Faust waits for
-unacknowledged records before it gives partitions away or stops, so a rebalance or a
-shutdown lets the batch in flight finish first.
+of a batch are acknowledged (``Message.ack``, releasing the reference the agent's
+channel holds, ``faust_context.batches``) only once its state's changelog is in Kafka.
+Faust waits for unacknowledged records before it gives partitions away or stops, so a
+rebalance or a shutdown lets the batch in flight finish first.
 
 At most one batch is in flight: the agent waits for it before handing over the next,
 so reads go through one batch at most, and memory stays bounded.
@@ -29,13 +29,6 @@ from typing import Any
 from orchestrator.worker.outputs import Epoch, OutputError, Outputs, stop_worker
 from orchestrator.worker.partition_store import Tables
 from orchestrator.worker.process import BatchResult
-
-
-def hold(events: Sequence[Any]) -> None:
-    """Keep Faust from counting ``events`` as processed when the stream moves on
-    (``take_events`` acknowledges a batch as soon as the next is asked for)."""
-    for event in events:
-        event.message.incref()
 
 
 class Pipeline:
