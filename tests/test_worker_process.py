@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 from journey_fixtures import catalog_from_yaml, touchpoint
 
@@ -43,9 +43,9 @@ class MemoryBackend:
         for index_key in fired:
             self.index.remove(index_key)
 
-    def due_timers(self, now: int, limit: int) -> Iterator[bytes]:
+    def due_timers(self, now: int, limit: int) -> list[bytes]:
         upper = timers.upper_bound(now)
-        return iter([k for k in self.index if k < upper][:limit])
+        return [k for k in self.index if k < upper][:limit]
 
 
 def _rec(value: bytes, offset: int = 0, key: bytes | None = b"k") -> Incoming:

@@ -15,7 +15,7 @@ which is where recovery into this data directory resumes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rocksdict import WriteBatch
@@ -44,7 +44,7 @@ class _Partition:
     def __init__(self, db: Any, topic: str, partition: int, outputs: Outputs) -> None:
         self.db = db
         self._topic = topic
-        self._partition = partition
+        self.partition = partition
         self._outputs = outputs
 
     def get(self, key: bytes) -> bytes | None:
@@ -53,17 +53,17 @@ class _Partition:
 
     def put(self, key: bytes, value: bytes) -> None:
         self.db.put(key, value)
-        self._outputs.send(self._topic, key, value, self._partition)
+        self._outputs.send(self._topic, key, value, self.partition)
 
     def delete(self, key: bytes) -> None:
         self.db.delete(key)
-        self._outputs.send(self._topic, key, None, self._partition)
+        self._outputs.send(self._topic, key, None, self.partition)
 
     def write(self, changes: Iterable[tuple[bytes, bytes | None]]) -> None:
         """Puts and deletes (``None``) as one RocksDB write, then their changelog
         records: one write-ahead-log append instead of one per key."""
         batch = WriteBatch(raw_mode=True)
-        send, topic, partition = self._outputs.send, self._topic, self._partition
+        send, topic, partition = self._outputs.send, self._topic, self.partition
         records = []
         for key, value in changes:
             if value is None:
@@ -77,6 +77,40 @@ class _Partition:
             send(topic, key, value, partition)
 
 
+class ScanFloors:
+    """Per partition, a key no live timer index entry sorts below: where the next scan
+    for due timers starts.
+
+    Fired entries are deleted, and RocksDB keeps a deleted key as a tombstone until a
+    compaction drops it; a scan from the first key steps over every one of them. With
+    tens of thousands fired that was milliseconds per scan (8.6 ms over 50,000 here),
+    and the worker scans each partition every batch. A floor is only trusted while
+    nothing but this worker wrote the database since it was set: the database object
+    and its sequence number are unchanged (recovery and standby replicas write it too,
+    and a partition that moved away and back is another database object).
+    """
+
+    def __init__(self) -> None:
+        self._at: dict[int, tuple[int, int, bytes]] = {}
+
+    def get(self, partition: int, db: Any) -> bytes | None:
+        entry = self._at.get(partition)
+        if entry is None:
+            return None
+        ident, seq, key = entry
+        if ident != id(db) or seq != db.latest_sequence_number():
+            del self._at[partition]
+            return None
+        return key
+
+    def set(self, partition: int, db: Any, key: bytes | None) -> None:
+        """``key`` as the floor of ``db`` as it is now (None: none known)."""
+        if key is None:
+            self._at.pop(partition, None)
+        else:
+            self._at[partition] = (id(db), db.latest_sequence_number(), key)
+
+
 class Tables:
     """The worker's two tables: customer states and the timer index."""
 
@@ -85,9 +119,14 @@ class Tables:
         self.timers = Changelogged(timer_index, outputs)
         self._by_topic = {t.topic: t for t in (self.customers, self.timers)}
         self.outputs = outputs
+        self._floors = ScanFloors()
 
     def partition(self, partition: int) -> PartitionStore:
-        return PartitionStore(self.customers.partition(partition), self.timers.partition(partition))
+        return PartitionStore(
+            self.customers.partition(partition),
+            self.timers.partition(partition),
+            self._floors,
+        )
 
     def persist_offsets(self) -> None:
         """Record the changelog offsets Kafka acknowledged since the last call (call it
@@ -99,9 +138,10 @@ class Tables:
 class PartitionStore:
     """The ``PartitionBackend`` (``worker/process.py``) of one partition."""
 
-    def __init__(self, customers: _Partition, timer_index: _Partition) -> None:
+    def __init__(self, customers: _Partition, timer_index: _Partition, floors: ScanFloors) -> None:
         self._customers = customers
         self._timers = timer_index
+        self._floors = floors
 
     def get_state(self, customer: str) -> bytes | None:
         return self._customers.get(customer.encode())
@@ -113,21 +153,41 @@ class PartitionStore:
         self._customers.delete(customer.encode())
 
     def put_timer(self, index_key: bytes) -> None:
+        floor = self._floor()
         self._timers.put(index_key, b"")
+        self._set_floor(None if floor is None else min(floor, index_key))
 
     def write(self, states: Sequence[tuple[str, bytes | None]], fired: Iterable[bytes]) -> None:
         self._customers.write((customer.encode(), value) for customer, value in states)
+        floor = self._floor()
         self._timers.write((index_key, None) for index_key in fired)
+        self._set_floor(floor)  # a deletion never lowers it
 
-    def due_timers(self, now: int, limit: int) -> Iterator[bytes]:
+    def due_timers(self, now: int, limit: int) -> list[bytes]:
+        """The first ``limit`` entries due by ``now``, in due order. The caller fires
+        them all (their removal may be written later: the next scan starts after them)."""
         upper = timers.upper_bound(now)
+        floor = self._floor()
         it = self._timers.db.iter()
-        it.seek_to_first()
-        n = 0
-        while it.valid() and n < limit:
+        if floor is None:
+            it.seek_to_first()
+        else:
+            it.seek(floor)
+        due: list[bytes] = []
+        while it.valid():
             key = it.key()
             if key >= upper:
                 break
-            yield key
-            n += 1
+            if len(due) == limit:
+                upper = key  # the first one left for the next scan
+                break
+            due.append(key)
             it.next()
+        self._set_floor(max(upper, floor) if floor is not None else upper)
+        return due
+
+    def _floor(self) -> bytes | None:
+        return self._floors.get(self._timers.partition, self._timers.db)
+
+    def _set_floor(self, key: bytes | None) -> None:
+        self._floors.set(self._timers.partition, self._timers.db, key)

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -71,7 +71,9 @@ class PartitionBackend(Protocol):
         it fired, removed: each table in one write."""
         ...
 
-    def due_timers(self, now: int, limit: int) -> Iterator[bytes]: ...
+    def due_timers(self, now: int, limit: int) -> list[bytes]:
+        """The first ``limit`` index entries due by ``now``, in due order."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +296,7 @@ class Processor:
         ``observed_at`` (the worker's clock now): a tick queued behind a backlog is late
         by the time it waited too."""
         fired = 0
-        for index_key in list(batch.backend.due_timers(now, self.max_fire_per_tick)):
+        for index_key in batch.backend.due_timers(now, self.max_fire_per_tick):
             if batch.has_fired(index_key):
                 continue  # fired by an earlier tick or batch, removal still pending
             due_at, customer, timer_id = timers.decode_index_key(index_key)
