@@ -83,6 +83,8 @@ FIGURES = {
         "lateness_p50_s",
         "lateness_p99_s",
         "ingestion_idle_eps",
+        "ingestion_idle_before_eps",
+        "ingestion_idle_after_eps",
         "ingestion_firing_eps",
     ],
     "recovery": ["customers", "seconds", "customers_per_second"],
@@ -122,6 +124,8 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     assert timers["lateness_p50_s"] <= timers["lateness_p99_s"] <= timers["lateness_max_s"]
     assert timers["fired_observed"] == timers["fired_expected"]
     assert math.isfinite(timers["ingestion_slowdown"])
+    idle = (timers["ingestion_idle_before_eps"] + timers["ingestion_idle_after_eps"]) / 2
+    assert timers["ingestion_idle_eps"] == pytest.approx(idle)
     assert results["core"]["journeys"] == 50
     assert results["core"]["cycles_left"] == 0  # why the collector may pause while timed
     assert results["throughput"]["journeys_live"] == 50
