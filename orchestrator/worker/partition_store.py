@@ -103,12 +103,9 @@ class ScanFloors:
             return None
         return key
 
-    def set(self, partition: int, db: Any, key: bytes | None) -> None:
-        """``key`` as the floor of ``db`` as it is now (None: none known)."""
-        if key is None:
-            self._at.pop(partition, None)
-        else:
-            self._at[partition] = (id(db), db.latest_sequence_number(), key)
+    def set(self, partition: int, db: Any, key: bytes) -> None:
+        """``key`` as the floor of ``db`` as it is now."""
+        self._at[partition] = (id(db), db.latest_sequence_number(), key)
 
 
 class Tables:
@@ -155,13 +152,15 @@ class PartitionStore:
     def put_timer(self, index_key: bytes) -> None:
         floor = self._floor()
         self._timers.put(index_key, b"")
-        self._set_floor(None if floor is None else min(floor, index_key))
+        if floor is not None:
+            self._set_floor(min(floor, index_key))
 
     def write(self, states: Sequence[tuple[str, bytes | None]], fired: Iterable[bytes]) -> None:
         self._customers.write((customer.encode(), value) for customer, value in states)
         floor = self._floor()
         self._timers.write((index_key, None) for index_key in fired)
-        self._set_floor(floor)  # a deletion never lowers it
+        if floor is not None:
+            self._set_floor(floor)  # a deletion never lowers it
 
     def due_timers(self, now: int, limit: int) -> list[bytes]:
         """The first ``limit`` entries due by ``now``, in due order. The caller fires
@@ -183,11 +182,11 @@ class PartitionStore:
                 break
             due.append(key)
             it.next()
-        self._set_floor(max(upper, floor) if floor is not None else upper)
+        self._set_floor(upper if floor is None else max(upper, floor))
         return due
 
     def _floor(self) -> bytes | None:
         return self._floors.get(self._timers.partition, self._timers.db)
 
-    def _set_floor(self, key: bytes | None) -> None:
+    def _set_floor(self, key: bytes) -> None:
         self._floors.set(self._timers.partition, self._timers.db, key)

@@ -298,7 +298,7 @@ class Processor:
         fired = 0
         for index_key in batch.backend.due_timers(now, self.max_fire_per_tick):
             if batch.has_fired(index_key):
-                continue  # fired by an earlier tick or batch, removal still pending
+                continue  # fired before, its removal pending (a scan without a floor sees it)
             due_at, customer, timer_id = timers.decode_index_key(index_key)
             batch.fired.add(index_key)
             fired += 1
