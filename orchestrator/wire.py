@@ -24,6 +24,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from orchestrator import avro
 from orchestrator.analytics import JourneyTransition
 from orchestrator.records import Context, NextBestAction, Touchpoint
 
@@ -96,8 +97,15 @@ class Codec:
         self.known = known
         known.register(schema)
         self._header = MAGIC + schema.fingerprint
+        # The schema's own records take the specialised path (orchestrator/avro.py).
+        self._read: avro.Reader | None = _or_none(avro.reader, schema.parsed)
+        self._write: avro.Writer | None = _or_none(avro.writer, schema.parsed)
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
+        if self._write is not None:
+            out = bytearray(self._header)
+            self._write(record, out)
+            return bytes(out)
         buf = io.BytesIO()
         buf.write(self._header)
         fastavro.schemaless_writer(buf, self.schema.parsed, record)
@@ -120,19 +128,28 @@ class Codec:
             )
         if writer.name != self.schema.name:
             raise DecodeError(f"record is a {writer.name}, expected {self.schema.name}")
-        body = io.BytesIO(data[HEADER_LEN:])
+        read = self._read if writer is self.schema else None
         try:
-            if writer is self.schema:
-                out = fastavro.schemaless_reader(body, writer.parsed, None)
+            if read is not None:
+                out, end = read(bytes(data), HEADER_LEN)
             else:
+                body = io.BytesIO(data[HEADER_LEN:])
                 out = fastavro.schemaless_reader(body, writer.parsed, self.schema.parsed)
-        except Exception as exc:  # fastavro raises a zoo of types on corrupt input
+                end = HEADER_LEN + body.tell()
+        except Exception as exc:  # corrupt input raises a zoo of types
             raise DecodeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
-        if body.tell() != len(data) - HEADER_LEN:
+        if end != len(data):
             raise DecodeError("trailing bytes after the Avro record")
         if not isinstance(out, dict):
             raise DecodeError("Avro body is not a record")
         return out
+
+
+def _or_none(build: Any, parsed: Any) -> Any:
+    try:
+        return build(parsed)
+    except avro.Unsupported:
+        return None
 
 
 @cache
