@@ -2,10 +2,10 @@
 
 fastavro interprets the schema for every record it reads or writes. The worker reads one
 touchpoint and writes about one action or journey transition per event, and for these
-small records the interpretation is most of the cost: a touchpoint read in ~14 us, a
-transition written in ~10 us - about a sixth of a worker's time per event. ``reader``
-and ``writer`` turn a parsed schema into nested closures instead (same bytes, same
-values). They cover the types ``schemas/`` uses - null, boolean, int, long, double,
+small records the interpretation is most of the cost: fastavro read a touchpoint in
+14.2 us, wrote one in 17.2 and a transition in 7.2 (AMD EPYC); these functions take 9.9,
+9.7 and 4.3. ``reader`` and ``writer`` turn a parsed schema into nested closures once
+(same bytes, same values). They cover the types ``schemas/`` uses - null, boolean, int, long, double,
 string, bytes, records, maps and unions of these - and raise ``Unsupported`` for
 anything else; ``wire.Codec`` then keeps fastavro for that schema. Schema resolution
 (a record written with another version of the schema) stays fastavro's as well.
