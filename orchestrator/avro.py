@@ -5,10 +5,11 @@ touchpoint and writes about one action or journey transition per event, and for 
 small records the interpretation is most of the cost: fastavro read a touchpoint in
 14.2 us, wrote one in 17.2 and a transition in 7.2 (AMD EPYC); these functions take 9.9,
 9.7 and 4.3. ``reader`` and ``writer`` turn a parsed schema into nested closures once
-(same bytes, same values). They cover the types ``schemas/`` uses - null, boolean, int, long, double,
-string, bytes, records, maps and unions of these - and raise ``Unsupported`` for
-anything else; ``wire.Codec`` then keeps fastavro for that schema. Schema resolution
-(a record written with another version of the schema) stays fastavro's as well.
+(same bytes, same values). They cover the types ``schemas/`` uses - null, boolean,
+int, long, double, string, bytes, records, maps and unions of these - and raise
+``Unsupported`` for anything else; ``wire.Codec`` then keeps fastavro for that schema.
+Schema resolution (a record written with another version of the schema) stays
+fastavro's as well.
 
 A reader takes ``(buf, pos)`` and gives ``(value, next pos)``; it raises ``ValueError``
 (or ``IndexError``, ``struct.error``, ``UnicodeDecodeError``) on bytes that are not a
