@@ -3,9 +3,9 @@
 This is the value the worker keeps per customer in RocksDB; ``decide`` maps it (plus an
 event) to a new one. Values are immutable by convention: the ``Mapping`` fields hold
 plain dicts for speed, and nothing mutates them after construction - ``decide`` builds
-new ones. The classes built on every event (``Profile``, ``Instance``,
-``CustomerState``) are not ``frozen`` for the same reason: a frozen dataclass sets each
-field through ``object.__setattr__``, which made building them twice as slow and cost
+new ones. The classes built on every event or state read (all of them here) are not
+``frozen`` for the same reason: a frozen dataclass sets each field through
+``object.__setattr__``, which made building them two to three times as slow and cost
 the core about a fifth of its decisions per second (measured with ``rota bench``'s core
 phase). ``to_bytes`` is deterministic (orjson, sorted keys; ordered collections are
 stored as lists), so equal states are equal bytes.
@@ -82,7 +82,7 @@ class Instance:
     last_action_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class History:
     """What re-entry rules need to know about one journey for one customer."""
 
@@ -91,7 +91,7 @@ class History:
     last_exit_at: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SentAction:
     """An action the core decided, kept so that "why did they get that message?" has an
     answer after the fact (the customer inspector)."""
@@ -111,7 +111,7 @@ class SentAction:
 RECENT_ACTIONS = 5
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pending:
     """An action the contact policy deferred (quiet hours, a frequency cap): it is judged
     again when its timer (``defer:<action id>``) fires."""
@@ -165,84 +165,102 @@ _EMPTY_PROFILE = Profile()
 
 
 def _encode(s: CustomerState) -> dict[str, Any]:
+    """What ``to_bytes`` writes. Tuples are left for orjson to write as arrays, and each
+    field is tested on its own: this runs once per customer per batch, and building
+    lists and a table of pairs to loop over cost more than the rest of it."""
     p = s.profile
     prof: dict[str, Any] = {}
-    for key, value in (
-        ("tr", p.traits), ("n", p.counts), ("la", p.last_at), ("ls", p.last_seen),
-        ("fs", p.first_seen_at), ("le", p.last_event_at), ("nps", p.nps), ("csat", p.csat),
-        ("ces", p.effort), ("st", p.stage), ("tz", p.timezone), ("un", list(p.unsubscribed)),
-        ("lc", p.locale), ("en", {k: list(v) for k, v in p.engagement.items()}),
-        ("cs", {k: list(v) for k, v in p.consent.items()}),
-    ):  # fmt: skip
-        if value is None or (isinstance(value, dict | list) and not value):
-            continue
-        prof[key] = value
+    if p.traits:
+        prof["tr"] = p.traits
+    if p.counts:
+        prof["n"] = p.counts
+    if p.last_at:
+        prof["la"] = p.last_at
+    if p.last_seen:
+        prof["ls"] = p.last_seen
+    if p.first_seen_at is not None:
+        prof["fs"] = p.first_seen_at
+    if p.last_event_at is not None:
+        prof["le"] = p.last_event_at
+    if p.nps is not None:
+        prof["nps"] = p.nps
+    if p.csat is not None:
+        prof["csat"] = p.csat
+    if p.effort is not None:
+        prof["ces"] = p.effort
+    if p.stage is not None:
+        prof["st"] = p.stage
+    if p.timezone is not None:
+        prof["tz"] = p.timezone
+    if p.unsubscribed:
+        prof["un"] = p.unsubscribed
+    if p.locale is not None:
+        prof["lc"] = p.locale
+    if p.engagement:
+        prof["en"] = p.engagement
+    if p.consent:
+        prof["cs"] = p.consent
     if p.order_count:
         prof["oc"] = p.order_count
         prof["ts"] = p.total_spent
     out: dict[str, Any] = {"v": FORMAT, "c": s.customer_id, "p": prof}
     if s.instances:
-        out["i"] = [_encode_instance(i) for i in s.instances]
+        out["i"] = [
+            (
+                i.journey_id, i.version, i.instance_id, i.step, i.entered_at, i.step_at,
+                i.variant, i.visits, i.timer_id, i.due_at, i.moves, i.last_action_id,
+            )
+            for i in s.instances
+        ]  # fmt: skip
     if s.history:
-        out["h"] = {k: [h.entries, h.last_entry_at, h.last_exit_at] for k, h in s.history.items()}
+        out["h"] = {k: (h.entries, h.last_entry_at, h.last_exit_at) for k, h in s.history.items()}
     if s.silence:
-        out["si"] = dict(s.silence)
+        out["si"] = s.silence
     if s.seen:
-        out["e"] = [[k, t] for k, t in s.seen.items()]
+        out["e"] = list(s.seen.items())
     if s.sent:
         out["a"] = [
-            [a.action_id, a.journey_id, a.step, a.channel, a.at, a.reason]
-            + ([a.arm, a.won] if a.arm else [])
+            (a.action_id, a.journey_id, a.step, a.channel, a.at, a.reason, a.arm, a.won)
+            if a.arm
+            else (a.action_id, a.journey_id, a.step, a.channel, a.at, a.reason)
             for a in s.sent
         ]
     if s.pending:
-        out["pd"] = [[p.action.to_json(), p.category, p.if_capped] for p in s.pending]
+        out["pd"] = [(p.action.to_json(), p.category, p.if_capped) for p in s.pending]
     if s.contacts:
-        out["ct"] = {scope: list(times) for scope, times in s.contacts.items()}
+        out["ct"] = s.contacts
     if s.identities:
-        out["id"] = list(s.identities)
+        out["id"] = s.identities
     return out
-
-
-def _encode_instance(i: Instance) -> list[Any]:
-    return [
-        i.journey_id, i.version, i.instance_id, i.step, i.entered_at, i.step_at, i.variant,
-        dict(i.visits), i.timer_id, i.due_at, i.moves, i.last_action_id,
-    ]  # fmt: skip
 
 
 def _decode(d: dict[str, Any]) -> CustomerState:
     if d.get("v") != FORMAT:
         raise ValueError(f"unknown customer state format {d.get('v')!r}")
     p = d.get("p", _EMPTY)
+    get = p.get
+    engagement = get("en")
+    consent = get("cs")
     profile = Profile(
-        traits=p.get("tr", {}),
-        counts=p.get("n", {}),
-        last_at=p.get("la", {}),
-        last_seen=p.get("ls", {}),
-        first_seen_at=p.get("fs"),
-        last_event_at=p.get("le"),
-        order_count=p.get("oc", 0),
-        total_spent=p.get("ts", 0.0),
-        nps=p.get("nps"),
-        csat=p.get("csat"),
-        effort=p.get("ces"),
-        stage=p.get("st"),
-        timezone=p.get("tz"),
-        unsubscribed=tuple(p.get("un", ())),
-        locale=p.get("lc"),
-        engagement={k: (v[0], v[1]) for k, v in p.get("en", _EMPTY).items()},
-        consent={k: (v[0], v[1], v[2]) for k, v in p.get("cs", _EMPTY).items()},
-    )
+        get("tr", {}), get("n", {}), get("la", {}), get("ls", {}), get("fs"), get("le"),
+        get("oc", 0), get("ts", 0.0), get("nps"), get("csat"), get("ces"), get("st"),
+        get("tz"), tuple(get("un", ())), get("lc"),
+        {k: (v[0], v[1]) for k, v in engagement.items()} if engagement else {},
+        {k: (v[0], v[1], v[2]) for k, v in consent.items()} if consent else {},
+    )  # fmt: skip
+    history = d.get("h")
+    sent = d.get("a")
+    pending = d.get("pd")
+    contacts = d.get("ct")
     return CustomerState(
-        customer_id=d["c"],
-        profile=profile,
-        instances=tuple(Instance(*row) for row in d.get("i", ())),
-        history={k: History(*v) for k, v in d.get("h", _EMPTY).items()},
-        silence=d.get("si", {}),
-        seen=dict(d.get("e", ())),
-        sent=tuple(SentAction(*row) for row in d.get("a", ())),
-        pending=tuple(Pending(NextBestAction.from_json(a), c, i) for a, c, i in d.get("pd", ())),
-        contacts={scope: tuple(times) for scope, times in d.get("ct", _EMPTY).items()},
-        identities=tuple(d.get("id", ())),
+        d["c"],
+        profile,
+        tuple(Instance(*row) for row in d["i"]) if "i" in d else (),
+        {k: History(*v) for k, v in history.items()} if history else {},
+        d.get("si", {}),
+        dict(d["e"]) if "e" in d else {},
+        tuple(SentAction(*row) for row in sent) if sent else (),
+        tuple(Pending(NextBestAction.from_json(a), c, i) for a, c, i in pending) if pending else (),
+        {scope: tuple(times) for scope, times in contacts.items()} if contacts else {},
+        tuple(d.get("id", ())),
     )
