@@ -343,7 +343,7 @@ class _Run:
         if not self._check(entry.segment, plan, None, "segment"):
             return
         seq = hist.entries + 1
-        self._set_history(plan.id, replace(hist, entries=seq, last_entry_at=self.now))
+        self._set_history(plan.id, History(seq, self.now, hist.last_exit_at))
         inst = Instance(
             journey_id=plan.id,
             version=plan.version,
@@ -374,10 +374,7 @@ class _Run:
         for _ in range(MAX_STEPS):
             visits = dict(inst.visits)
             visits[name] = visit = visits.get(name, 0) + 1
-            inst = replace(
-                inst, step=name, step_at=self.now, visits=visits, moves=inst.moves + 1,
-                timer_id=None, due_at=None,
-            )  # fmt: skip
+            inst = inst.at_step(name, self.now, visits)
             self._put(inst)
             step = plan.steps[name]
             if not isinstance(step, SplitStep):  # a split counts its step once assigned
@@ -431,7 +428,7 @@ class _Run:
 
     def _wait(self, inst: Instance, due: int, why: str) -> Instance:
         timer_id = ids.step_timer_id(inst.instance_id, inst.moves)
-        inst = replace(inst, timer_id=timer_id, due_at=due)
+        inst = inst.waiting(timer_id, due)
         self._put(inst)
         self.timers.append(Timer(self.customer, timer_id, due))
         self._note(inst, f"{why} (timer {timer_id} due {iso(due)})")
@@ -495,7 +492,7 @@ class _Run:
             )
         )
         self.categories[action_id] = (step.category, step.if_capped)
-        inst = replace(inst, last_action_id=action_id)
+        inst = inst.acted(action_id)
         self._put(inst)
         self._note(inst, f"{step.name}: send {step.template or step.offer or ''} on {channel}")
         return inst
@@ -559,7 +556,7 @@ class _Run:
         self.instances = [i for i in self.instances if i.instance_id != inst.instance_id]
         self.dropped.add(inst.instance_id)
         hist = self._history_of(inst.journey_id)
-        self._set_history(inst.journey_id, replace(hist, last_exit_at=self.now))
+        self._set_history(inst.journey_id, History(hist.entries, hist.last_entry_at, self.now))
         self._note(inst, why)
 
     # -- helpers -------------------------------------------------------------------
