@@ -14,12 +14,12 @@ import copy
 import io
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -28,6 +28,7 @@ from orchestrator import avro
 from orchestrator.analytics import JourneyTransition
 from orchestrator.records import Context, NextBestAction, Touchpoint
 
+T = TypeVar("T")
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 
@@ -128,13 +129,13 @@ class Codec:
             )
         if writer.name != self.schema.name:
             raise DecodeError(f"record is a {writer.name}, expected {self.schema.name}")
-        read = self._read if writer is self.schema else None
         try:
-            if read is not None:
-                out, end = read(bytes(data), HEADER_LEN)
+            if writer is self.schema and self._read is not None:
+                out, end = self._read(bytes(data), HEADER_LEN)
             else:
                 body = io.BytesIO(data[HEADER_LEN:])
-                out = fastavro.schemaless_reader(body, writer.parsed, self.schema.parsed)
+                resolve_to = None if writer is self.schema else self.schema.parsed
+                out = fastavro.schemaless_reader(body, writer.parsed, resolve_to)
                 end = HEADER_LEN + body.tell()
         except Exception as exc:  # corrupt input raises a zoo of types
             raise DecodeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
@@ -145,7 +146,7 @@ class Codec:
         return out
 
 
-def _or_none(build: Any, parsed: Any) -> Any:
+def _or_none(build: Callable[[Any], T], parsed: Any) -> T | None:
     try:
         return build(parsed)
     except avro.Unsupported:
