@@ -36,6 +36,38 @@ class Unsupported(ValueError):
     """A schema feature these functions do not implement (fastavro handles it)."""
 
 
+def _build(
+    schema: Any,
+    primitives: Mapping[str, Any],
+    union: Callable[[list[Any], list[Any]], Any],
+    record: Callable[[list[Mapping[str, Any]], list[Any]], Any],
+    map_: Callable[[Any], Any],
+) -> Any:
+    """Walk ``schema`` once, building a function per node from its children's: the one
+    walk ``reader`` and ``writer`` share (each passes its own builders)."""
+
+    def build(node: Any) -> Any:
+        if isinstance(node, str):
+            try:
+                return primitives[node]
+            except KeyError:
+                raise Unsupported(f"type {node!r}") from None
+        if isinstance(node, list):
+            return union(node, [build(branch) for branch in node])
+        if not isinstance(node, dict):
+            raise Unsupported(f"schema {node!r}")
+        kind = node.get("type")
+        if kind == "record":
+            return record(node["fields"], [build(f["type"]) for f in node["fields"]])
+        if kind == "map":
+            return map_(build(node["values"]))
+        if isinstance(kind, str) and kind in primitives and "logicalType" not in node:
+            return primitives[kind]
+        raise Unsupported(f"type {kind!r}")
+
+    return build(schema)
+
+
 # -- reading --------------------------------------------------------------------------
 
 
@@ -110,26 +142,19 @@ _PRIMITIVE_READERS: Mapping[str, Reader] = {
 
 def reader(schema: Any) -> Reader:
     """The reader of ``schema`` (a parsed schema, as ``fastavro.parse_schema`` gives)."""
-    if isinstance(schema, str):
-        try:
-            return _PRIMITIVE_READERS[schema]
-        except KeyError:
-            raise Unsupported(f"type {schema!r}") from None
-    if isinstance(schema, list):
-        return _union_reader([reader(branch) for branch in schema], schema)
-    if not isinstance(schema, dict):
-        raise Unsupported(f"schema {schema!r}")
-    kind = schema.get("type")
-    if kind == "record":
-        return _record_reader(tuple((f["name"], reader(f["type"])) for f in schema["fields"]))
-    if kind == "map":
-        return _map_reader(reader(schema["values"]))
-    if isinstance(kind, str) and kind in _PRIMITIVE_READERS and "logicalType" not in schema:
-        return _PRIMITIVE_READERS[kind]
-    raise Unsupported(f"type {kind!r}")
+    reader_: Reader = _build(
+        schema,
+        _PRIMITIVE_READERS,
+        _union_reader,
+        lambda fields, readers: _record_reader(
+            tuple((f["name"], r) for f, r in zip(fields, readers, strict=True))
+        ),
+        _map_reader,
+    )
+    return reader_
 
 
-def _union_reader(branches: list[Reader], schema: list[Any]) -> Reader:
+def _union_reader(schema: list[Any], branches: list[Reader]) -> Reader:
     if schema[:1] == ["null"] and len(branches) == 2:
         value = branches[1]
 
@@ -252,25 +277,16 @@ _PRIMITIVE_WRITERS: Mapping[str, Writer] = {
 
 def writer(schema: Any) -> Writer:
     """The writer of ``schema`` (a parsed schema, as ``fastavro.parse_schema`` gives)."""
-    if isinstance(schema, str):
-        try:
-            return _PRIMITIVE_WRITERS[schema]
-        except KeyError:
-            raise Unsupported(f"type {schema!r}") from None
-    if isinstance(schema, list):
-        return _union_writer(schema)
-    if not isinstance(schema, dict):
-        raise Unsupported(f"schema {schema!r}")
-    kind = schema.get("type")
-    if kind == "record":
-        return _record_writer(
-            tuple((f["name"], writer(f["type"]), _default(f)) for f in schema["fields"])
-        )
-    if kind == "map":
-        return _map_writer(writer(schema["values"]))
-    if isinstance(kind, str) and kind in _PRIMITIVE_WRITERS and "logicalType" not in schema:
-        return _PRIMITIVE_WRITERS[kind]
-    raise Unsupported(f"type {kind!r}")
+    writer_: Writer = _build(
+        schema,
+        _PRIMITIVE_WRITERS,
+        _union_writer,
+        lambda fields, writers: _record_writer(
+            tuple((f["name"], w, _default(f)) for f, w in zip(fields, writers, strict=True))
+        ),
+        _map_writer,
+    )
+    return writer_
 
 
 def _default(field: Mapping[str, Any]) -> Any:
@@ -305,9 +321,8 @@ _UNION_CHOICES: Mapping[type, tuple[str, ...]] = {
 }
 
 
-def _union_writer(schema: list[Any]) -> Writer:
+def _union_writer(schema: list[Any], writers: list[Writer]) -> Writer:
     kinds = [_kind(branch) for branch in schema]
-    writers = [writer(branch) for branch in schema]
     if kinds[:1] == ["null"] and len(kinds) == 2:
         value_writer = writers[1]
 
