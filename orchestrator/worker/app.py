@@ -28,6 +28,7 @@ from orchestrator.worker.faust_context import (
     install_committed_seek,
     install_fast_handover,
     install_fetch_wait,
+    install_lean_delivery,
     partition_db,
 )
 from orchestrator.worker.outputs import Outputs
@@ -92,6 +93,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     install_changelog_recovery()
     install_committed_seek()
     install_fast_handover()
+    install_lean_delivery()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
