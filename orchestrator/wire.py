@@ -197,27 +197,46 @@ def encode_touchpoint(tp: Touchpoint) -> bytes:
 def decode_touchpoint(data: bytes) -> Touchpoint:
     d = TOUCHPOINT.decode(data)
     ctx = d["context"]
+    where = (
+        ctx["locale"], ctx["timezone"], ctx["device_id"], ctx["device_type"], ctx["os"],
+        ctx["app"],
+    )  # fmt: skip
+    context = _CONTEXTS.get(where)
+    if context is None:
+        context = _context(where)
+    # Positional: a frozen dataclass's keyword construction costs twice as much, and
+    # a touchpoint is built for every record consumed.
     tp = Touchpoint(
-        event_id=d["event_id"],
-        type=d["type"],
-        name=d["name"],
-        channel=d["channel"],
-        occurred_at=d["occurred_at"],
-        customer_id=d["customer_id"],
-        anonymous_id=d["anonymous_id"],
-        received_at=d["received_at"],
-        properties=d["properties"],
-        traits=d["traits"],
-        context=Context(**ctx) if any(ctx.values()) else _EMPTY_CONTEXT,
-        source=d["source"],
-        action_id=d["action_id"],
+        d["event_id"],
+        d["type"],
+        d["name"],
+        d["channel"],
+        d["occurred_at"],
+        d["customer_id"],
+        d["anonymous_id"],
+        d["received_at"],
+        d["properties"],
+        d["traits"],
+        context,
+        d["source"],
+        d["action_id"],
     )
     if not tp.customer_id and not tp.anonymous_id:
         raise DecodeError(f"touchpoint {tp.event_id!r} has neither customer_id nor anonymous_id")
     return tp
 
 
-_EMPTY_CONTEXT = Context()
+#: Contexts seen lately, shared: a channel's events repeat a few of them (locale, time
+#: zone, device type, app), and a ``Context`` is immutable. Bounded: emptied when full.
+_CONTEXTS: dict[tuple[str | None, ...], Context] = {}
+_CONTEXTS_MAX = 4096
+
+
+def _context(where: tuple[str | None, ...]) -> Context:
+    if len(_CONTEXTS) >= _CONTEXTS_MAX:
+        _CONTEXTS.clear()
+    context = _CONTEXTS[where] = Context(*where)
+    return context
 
 
 def encode_action(action: NextBestAction) -> bytes:

@@ -57,6 +57,37 @@ def test_touchpoint_round_trips_through_single_object_encoding():
     assert wire.decode_touchpoint(data) == TP
 
 
+@given(
+    st.lists(
+        st.tuples(*[st.one_of(st.none(), st.sampled_from(["a", "b", "ü"]))] * 6),
+        max_size=40,
+    )
+)
+def test_every_field_of_a_touchpoint_round_trips_whatever_contexts_came_before(contexts):
+    for where in contexts:
+        tp = Touchpoint(
+            event_id="e",
+            type="page",
+            name="Viewed",
+            channel="web",
+            occurred_at=5,
+            anonymous_id="v-1",
+            received_at=6,
+            traits={"plan": "pro"},
+            context=Context(*where),
+            action_id="a-1",
+        )
+        assert wire.decode_touchpoint(wire.encode_touchpoint(tp)) == tp
+
+
+def test_the_shared_contexts_stay_bounded(monkeypatch):
+    monkeypatch.setattr(wire, "_CONTEXTS_MAX", 8)
+    for n in range(50):
+        tp = Touchpoint("e", "track", "X", "web", 1, "c", context=Context(device_id=f"d{n}"))
+        assert wire.decode_touchpoint(wire.encode_touchpoint(tp)).context.device_id == f"d{n}"
+        assert len(wire._CONTEXTS) <= 8
+
+
 def test_action_round_trips():
     assert wire.decode_action(wire.encode_action(ACTION)) == ACTION
 
