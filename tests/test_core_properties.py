@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.core.decide import Decision, decide
-from orchestrator.core.state import CustomerState
+from orchestrator.core.state import CustomerState, Instance
 from orchestrator.journey.catalog import Catalog, load_catalog
 from orchestrator.records import Touchpoint
 from orchestrator.simulate import Simulation
@@ -196,3 +197,33 @@ def test_state_bytes_round_trip_at_every_step(events, catalog):
         assert CustomerState.from_bytes(raw).to_bytes() == raw
 
     simulate(catalog, events, check)
+
+
+_text = st.text(max_size=5)
+_opt_text = st.none() | _text
+_int = st.integers(min_value=0, max_value=2**40)
+instances = st.builds(
+    Instance,
+    journey_id=_text,
+    version=_int,
+    instance_id=_text,
+    step=_text,
+    entered_at=_int,
+    step_at=_int,
+    variant=_opt_text,
+    visits=st.dictionaries(_text, _int, max_size=3),
+    timer_id=_opt_text,
+    due_at=st.none() | _int,
+    moves=_int,
+    last_action_id=_opt_text,
+)
+
+
+@given(instances, _text, _int, st.dictionaries(_text, _int, max_size=3))
+def test_the_instance_builders_change_only_what_they_name(inst, name, at, visits):
+    assert inst.at_step(name, at, visits) == replace(
+        inst, step=name, step_at=at, visits=visits, timer_id=None, due_at=None, moves=inst.moves + 1
+    )
+    assert inst.waiting(name, at) == replace(inst, timer_id=name, due_at=at)
+    assert inst.acted(name) == replace(inst, last_action_id=name)
+    assert inst.untimed() == replace(inst, timer_id=None, due_at=None)

@@ -241,7 +241,7 @@ class _Run:
         if inst.timer_id != tid:
             return self._decision(None)  # migrated onto a new step, which set its own timer
         step = plan.steps[inst.step]
-        inst = replace(inst, timer_id=None, due_at=None)
+        inst = inst.untimed()
         self._put(inst)
         if isinstance(step, WaitForStep):
             self._note(inst, f"no {step.event!r} within the timeout: -> {step.on_timeout}")
@@ -283,7 +283,7 @@ class _Run:
         ):
             if inst.timer_id:
                 self.cancelled.append(inst.timer_id)
-            inst = replace(inst, timer_id=None, due_at=None)
+            inst = inst.untimed()
             self._note(inst, f"{name!r} arrived: -> {step.on_event}")
             self._advance(plan, inst, step.on_event)
 

@@ -98,6 +98,14 @@ class Instance:
             self.last_action_id,
         )  # fmt: skip
 
+    def untimed(self) -> Instance:
+        """No longer waiting on a timer (it fired, or the awaited event came)."""
+        return Instance(
+            self.journey_id, self.version, self.instance_id, self.step, self.entered_at,
+            self.step_at, self.variant, self.visits, None, None, self.moves,
+            self.last_action_id,
+        )  # fmt: skip
+
     def acted(self, action_id: str) -> Instance:
         return Instance(
             self.journey_id, self.version, self.instance_id, self.step, self.entered_at,
