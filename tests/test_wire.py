@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -64,26 +65,17 @@ def test_touchpoint_round_trips_through_single_object_encoding():
     )
 )
 def test_every_field_of_a_touchpoint_round_trips_whatever_contexts_came_before(contexts):
+    # TP with every optional field set too, in each context of the list in turn.
+    full = replace(TP, anonymous_id="v-1", received_at=6, traits={"plan": "pro"}, action_id="a-1")
     for where in contexts:
-        tp = Touchpoint(
-            event_id="e",
-            type="page",
-            name="Viewed",
-            channel="web",
-            occurred_at=5,
-            anonymous_id="v-1",
-            received_at=6,
-            traits={"plan": "pro"},
-            context=Context(*where),
-            action_id="a-1",
-        )
+        tp = replace(full, context=Context(*where))
         assert wire.decode_touchpoint(wire.encode_touchpoint(tp)) == tp
 
 
 def test_the_shared_contexts_stay_bounded(monkeypatch):
     monkeypatch.setattr(wire, "_CONTEXTS_MAX", 8)
     for n in range(50):
-        tp = Touchpoint("e", "track", "X", "web", 1, "c", context=Context(device_id=f"d{n}"))
+        tp = replace(TP, context=Context(device_id=f"d{n}"))
         assert wire.decode_touchpoint(wire.encode_touchpoint(tp)).context.device_id == f"d{n}"
         assert len(wire._CONTEXTS) <= 8
 
