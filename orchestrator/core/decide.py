@@ -69,7 +69,7 @@ TIMER_EVENT = "$timer"
 _HOUR = 3_600_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """What to persist, emit, schedule and count after one event. See
     ``orchestrator.core.decision`` for the parts."""
@@ -431,7 +431,8 @@ class _Run:
         inst = inst.waiting(timer_id, due)
         self._put(inst)
         self.timers.append(Timer(self.customer, timer_id, due))
-        self._note(inst, f"{why} (timer {timer_id} due {iso(due)})")
+        if self.trace is not None:  # formatting the time costs more than the rest of this
+            self._note(inst, f"{why} (timer {timer_id} due {iso(due)})")
         return inst
 
     def _wait_until(self, inst: Instance, step: WaitStep) -> int | None:

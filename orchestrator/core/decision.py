@@ -2,6 +2,9 @@
 
 The Faust worker, ``rota simulate`` and the tests all consume a ``Decision`` the same
 way: persist ``state``, emit ``actions``, set and cancel timers, count ``funnel``.
+
+These values are immutable by convention, not ``frozen``: several are built per event,
+and ``orchestrator.core.state`` says what freezing cost.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Timer:
     """A wake-up the core asked for. ``timer_id`` is unique per customer; setting a
     timer with an existing id replaces it."""
@@ -19,7 +22,7 @@ class Timer:
     due_at: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TimerFired:
     """Input to the core when a timer is due. ``now`` is the time the adapter fires it
     (simulated or wall clock), ``due_at`` the time it was set for."""
@@ -30,7 +33,7 @@ class TimerFired:
     now: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FunnelEvent:
     """One journey transition, for funnels and metrics.
 

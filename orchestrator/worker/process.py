@@ -76,9 +76,10 @@ class PartitionBackend(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Incoming:
-    """One consumed record and where it came from."""
+    """One consumed record and where it came from. Built per record, so not ``frozen``
+    (immutable by convention, as ``orchestrator.core.state`` explains)."""
 
     topic: str
     partition: int
@@ -88,7 +89,7 @@ class Incoming:
     timestamp_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outgoing:
     topic: str
     key: bytes | None
