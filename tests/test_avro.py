@@ -140,6 +140,20 @@ def test_a_schema_beyond_the_subset_is_unsupported_and_its_codec_uses_fastavro()
     assert codec.decode(codec.encode(record)) == record
 
 
+def test_names_in_a_schema_stay_data_in_the_generated_reader():
+    """The reader's source is generated from the schema: a name that looks like code is
+    still just a key."""
+    names = ["a'}; raise SystemExit #", 'b\\n"', "{c}"]
+    schema = {
+        "type": "record",
+        "name": "Odd",
+        "fields": [{"name": n, "type": t} for n, t in zip(names, ["string", "long", "double"])],
+    }
+    record = {names[0]: "z", names[1]: -3, names[2]: 0.5}
+    body = _fastavro_bytes(fastavro.parse_schema(schema), record)
+    assert avro.reader(schema)(body, 0) == (record, len(body))
+
+
 def _a_touchpoint() -> dict[str, Any]:
     return {
         "event_id": "e-1",
