@@ -147,7 +147,9 @@ def test_names_in_a_schema_stay_data_in_the_generated_reader():
     schema = {
         "type": "record",
         "name": "Odd",
-        "fields": [{"name": n, "type": t} for n, t in zip(names, ["string", "long", "double"])],
+        "fields": [
+            {"name": n, "type": t} for n, t in zip(names, ["string", "long", "double"], strict=True)
+        ],
     }
     record = {names[0]: "z", names[1]: -3, names[2]: 0.5}
     body = _fastavro_bytes(fastavro.parse_schema(schema), record)
