@@ -26,9 +26,11 @@ COMPLETED = "completed"
 ENDINGS = frozenset({CONVERTED, EXITED, COMPLETED})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JourneyTransition:
-    """One funnel event of one customer's journey instance (fields: see the schema)."""
+    """One funnel event of one customer's journey instance (fields: see the schema).
+    Immutable by convention, not ``frozen``: one is built per funnel event, ~0.6 per
+    touchpoint and three per fired reminder (``orchestrator.records`` says why)."""
 
     customer_id: str
     journey_id: str
@@ -49,15 +51,15 @@ def transitions(
     touchpoint's id, None for a timer."""
     return [
         JourneyTransition(
-            customer_id=customer,
-            journey_id=f.journey_id,
-            journey_version=f.journey_version,
-            instance_id=f.instance_id,
-            kind=f.kind,
-            step=f.step,
-            variant=f.variant,
-            occurred_at=at,
-            trigger_event_id=trigger_event_id,
+            customer,
+            f.journey_id,
+            f.journey_version,
+            f.instance_id,
+            f.kind,
+            f.step,
+            f.variant,
+            at,
+            trigger_event_id,
         )
         for f in funnel
     ]

@@ -390,7 +390,7 @@ def _union_writer(schema: list[Any], writers: list[Writer]) -> Writer:
 
 def _record_writer(fields: tuple[tuple[str, Writer, Any], ...]) -> Writer:
     def record(value: Any, out: bytearray) -> None:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # skips the ABC check
             raise TypeError(f"expected a record (mapping), got {type(value).__name__}")
         for name, write, default in fields:
             item = value.get(name, default)
@@ -406,7 +406,7 @@ def _record_writer(fields: tuple[tuple[str, Writer, Any], ...]) -> Writer:
 
 def _map_writer(values: Writer) -> Writer:
     def map_(value: Any, out: bytearray) -> None:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             raise TypeError(f"expected a map, got {type(value).__name__}")
         if value:
             _write_long(len(value), out)

@@ -292,7 +292,19 @@ def decode_deadletter(data: bytes) -> DeadLetter:
 
 
 def encode_transition(t: JourneyTransition) -> bytes:
-    return TRANSITION.encode({f: getattr(t, f) for f in JourneyTransition.__slots__})
+    return TRANSITION.encode(
+        {
+            "customer_id": t.customer_id,
+            "journey_id": t.journey_id,
+            "journey_version": t.journey_version,
+            "instance_id": t.instance_id,
+            "kind": t.kind,
+            "step": t.step,
+            "variant": t.variant,
+            "occurred_at": t.occurred_at,
+            "trigger_event_id": t.trigger_event_id,
+        }
+    )
 
 
 def decode_transition(data: bytes) -> JourneyTransition:
