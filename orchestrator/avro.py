@@ -2,15 +2,15 @@
 
 fastavro interprets the schema for every record it reads or writes. The worker reads one
 touchpoint and writes about one action or journey transition per event, and for these
-small records the interpretation is most of the cost. ``reader`` generates the source
-of one function per schema and ``writer`` builds nested closures, once (same bytes,
-same values as fastavro). Reading a touchpoint took fastavro 28.4 us, closures 22.0,
-the generated reader 13.1 (AMD EPYC, 2026-12-04); writing one, fastavro 17.2 us and
-the closures 9.7 (another day, faster: 14.2 us for fastavro's read then). They cover
-the types ``schemas/`` uses - null, boolean, int, long, double, string, bytes,
-records, maps and unions of these - and raise ``Unsupported`` for anything else;
-``wire.Codec`` then keeps fastavro for that schema. Schema resolution (a record
-written with another version of the schema) stays fastavro's as well.
+small records the interpretation is most of the cost. ``reader`` and ``writer`` generate
+the source of one function per schema, once (same bytes, same values as fastavro). On
+a touchpoint (AMD EPYC, 2026-12-04): fastavro read it in 28.4 us and wrote it in 34.1;
+the nested closures these functions were before, one call per field and value, took
+22.0 and 16.9; the generated ones take 13.1 and 13.2. They cover the types
+``schemas/`` uses - null, boolean, int, long, double, string, bytes, records, maps and
+unions of these - and raise ``Unsupported`` for anything else; ``wire.Codec`` then
+keeps fastavro for that schema. Schema resolution (a record written with another
+version of the schema) stays fastavro's as well.
 
 A reader takes ``(buf, pos)`` and gives ``(value, next pos)``; it raises ``ValueError``
 (or ``IndexError``, ``struct.error``, ``UnicodeDecodeError``) on bytes that are not a
@@ -39,37 +39,6 @@ class Unsupported(ValueError):
     """A schema feature these functions do not implement (fastavro handles it)."""
 
 
-def _build(
-    schema: Any,
-    primitives: Mapping[str, Any],
-    union: Callable[[list[Any], list[Any]], Any],
-    record: Callable[[list[Mapping[str, Any]], list[Any]], Any],
-    map_: Callable[[Any], Any],
-) -> Any:
-    """Walk ``schema`` once, building a function per node from its children's."""
-
-    def build(node: Any) -> Any:
-        if isinstance(node, str):
-            try:
-                return primitives[node]
-            except KeyError:
-                raise Unsupported(f"type {node!r}") from None
-        if isinstance(node, list):
-            return union(node, [build(branch) for branch in node])
-        if not isinstance(node, dict):
-            raise Unsupported(f"schema {node!r}")
-        kind = node.get("type")
-        if kind == "record":
-            return record(node["fields"], [build(f["type"]) for f in node["fields"]])
-        if kind == "map":
-            return map_(build(node["values"]))
-        if isinstance(kind, str) and kind in primitives and "logicalType" not in node:
-            return primitives[kind]
-        raise Unsupported(f"type {kind!r}")
-
-    return build(schema)
-
-
 # -- reading --------------------------------------------------------------------------
 
 
@@ -96,9 +65,8 @@ def reader(schema: Any) -> Reader:
 
     Its source is generated: one function reading the whole record in straight-line
     code, fields into locals and then one dict display per record, with the one-byte
-    lengths, counts and union branches read inline. Nested closures, one call per
-    field and value, took two thirds longer over a touchpoint. Names from the schema
-    appear in the source only as ``repr`` literals."""
+    lengths, counts and union branches read inline. Names from the schema appear in
+    the source only as ``repr`` literals."""
     source = _ReaderSource()
     source.line(0, "def read(buf, pos):")
     source.line(1, "size = len(buf)")
@@ -117,9 +85,8 @@ def _compiled(text: str, filename: str, namespace: dict[str, Any]) -> dict[str, 
     return namespace
 
 
-class _ReaderSource:
-    """The lines of a reader. ``node`` emits code that reads one value of a schema
-    node at ``pos`` into a local and leaves ``pos`` after it; ``b`` is scratch."""
+class _Source:
+    """Lines of generated code, and fresh names for its locals."""
 
     def __init__(self) -> None:
         self._lines: list[str] = []
@@ -134,6 +101,11 @@ class _ReaderSource:
     def local(self, stem: str) -> str:
         self._names += 1
         return f"{stem}{self._names}"
+
+
+class _ReaderSource(_Source):
+    """The lines of a reader. ``node`` emits code that reads one value of a schema
+    node at ``pos`` into a local and leaves ``pos`` after it; ``b`` is scratch."""
 
     def node(self, schema: Any, d: int, into: str) -> None:
         if isinstance(schema, list):
@@ -304,17 +276,117 @@ _PRIMITIVE_WRITERS: Mapping[str, Writer] = {
 
 
 def writer(schema: Any) -> Writer:
-    """The writer of ``schema`` (a parsed schema, as ``fastavro.parse_schema`` gives)."""
-    writer_: Writer = _build(
-        schema,
-        _PRIMITIVE_WRITERS,
-        _union_writer,
-        lambda fields, writers: _record_writer(
-            tuple((f["name"], w, _default(f)) for f, w in zip(fields, writers, strict=True))
-        ),
-        _map_writer,
-    )
-    return writer_
+    """The writer of ``schema`` (a parsed schema, as ``fastavro.parse_schema`` gives).
+
+    Generated like ``reader``'s: records and maps in straight-line code, strings and
+    optional (null or one type) values inline, each field in a ``try`` that names it
+    in the error. A union of several types goes through ``_union_writer``, which
+    tries the branches a value may take in order."""
+    source = _WriterSource()
+    source.line(0, "def write(value, out):")
+    source.node(schema, 1, "value")
+    namespace: dict[str, Any] = {
+        "Mapping": Mapping,
+        "_MISSING": _MISSING,
+        **{f"_write_{kind}": w for kind, w in _PRIMITIVE_WRITERS.items()},
+        **source.constants,
+    }
+    name = schema.get("name", "") if isinstance(schema, dict) else str(schema)
+    write: Writer = _compiled(source.text(), f"<avro writer {name}>", namespace)["write"]
+    return write
+
+
+class _WriterSource(_Source):
+    """The lines of a writer. ``node`` emits code that appends the encoding of the
+    value in a local to ``out``; values the code cannot spell (field defaults, union
+    writers) are constants ``K<n>`` of its namespace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.constants: dict[str, Any] = {}
+
+    def constant(self, value: Any) -> str:
+        name = self.local("K")
+        self.constants[name] = value
+        return name
+
+    def node(self, schema: Any, d: int, value: str) -> None:
+        if isinstance(schema, list):
+            self._union(schema, d, value)
+        elif isinstance(schema, dict):
+            kind = schema.get("type")
+            if kind == "record":
+                self._record(schema["fields"], d, value)
+            elif kind == "map":
+                self._map(schema["values"], d, value)
+            elif isinstance(kind, str) and kind in _PRIMITIVES and "logicalType" not in schema:
+                self.node(kind, d, value)
+            else:
+                raise Unsupported(f"type {kind!r}")
+        elif schema == "string":
+            self._string(d, value)
+        elif schema == "null":
+            self.line(d, f"if {value} is not None:")
+            self.line(d + 1, f"raise TypeError(f'expected null, got {{type({value}).__name__}}')")
+        elif schema in _PRIMITIVES:
+            self.line(d, f"_write_{schema}({value}, out)")
+        else:
+            raise Unsupported(f"type {schema!r}")
+
+    def _string(self, d: int, value: str) -> None:
+        # ``_write_string`` inlined: a touchpoint holds about fifteen strings.
+        self.line(d, f"if type({value}) is not str and not isinstance({value}, str):")
+        self.line(d + 1, f"raise TypeError(f'expected a string, got {{type({value}).__name__}}')")
+        self.line(d, f"raw = {value}.encode()")
+        self.line(d, "if len(raw) < 0x40:")
+        self.line(d + 1, "out.append(len(raw) << 1)")
+        self.line(d, "else:")
+        self.line(d + 1, "_write_long(len(raw), out)")
+        self.line(d, "out += raw")
+
+    def _mapping(self, d: int, value: str, what: str) -> None:
+        self.line(d, f"if type({value}) is not dict and not isinstance({value}, Mapping):")
+        self.line(d + 1, f"raise TypeError(f'expected {what}, got {{type({value}).__name__}}')")
+
+    def _record(self, fields: list[Mapping[str, Any]], d: int, value: str) -> None:
+        self._mapping(d, value, "a record (mapping)")
+        for f in fields:
+            name, default, item = f["name"], _default(f), self.local("v")
+            self.line(d, f"{item} = {value}.get({name!r}, {self.constant(default)})")
+            if default is _MISSING:
+                self.line(d, f"if {item} is _MISSING:")
+                self.line(d + 1, f"raise ValueError({f'no value and no default for {name}'!r})")
+            self.line(d, "try:")
+            self.node(f["type"], d + 1, item)
+            self.line(d, "except (TypeError, ValueError) as exc:")
+            self.line(d + 1, f"raise type(exc)({f'{name}: '!r} + str(exc)) from None")
+
+    def _map(self, values: Any, d: int, value: str) -> None:
+        key, item = self.local("k"), self.local("x")
+        self._mapping(d, value, "a map")
+        self.line(d, f"if {value}:")
+        self.line(d + 1, f"_write_long(len({value}), out)")
+        self.line(d + 1, f"for {key}, {item} in {value}.items():")
+        self._string(d + 2, key)
+        self.line(d + 2, "try:")
+        self.node(values, d + 3, item)
+        self.line(d + 2, "except (TypeError, ValueError) as exc:")
+        self.line(d + 3, f"raise type(exc)(f'{{{key}}}: {{exc}}') from None")
+        self.line(d, "out.append(0)")
+
+    def _union(self, branches: list[Any], d: int, value: str) -> None:
+        if _kind(branches[0]) == "null" and len(branches) == 2:
+            self.line(d, f"if {value} is None:")
+            self.line(d + 1, "out.append(0)")
+            self.line(d, "else:")
+            self.line(d + 1, "out.append(2)")
+            self.node(branches[1], d + 1, value)
+            return
+        writers = [
+            _PRIMITIVE_WRITERS[b] if isinstance(b, str) and b in _PRIMITIVE_WRITERS else writer(b)
+            for b in branches
+        ]
+        self.line(d, f"{self.constant(_union_writer(branches, writers))}({value}, out)")
 
 
 def _default(field: Mapping[str, Any]) -> Any:
@@ -350,18 +422,8 @@ _UNION_CHOICES: Mapping[type, tuple[str, ...]] = {
 
 
 def _union_writer(schema: list[Any], writers: list[Writer]) -> Writer:
+    """A union of several types (an optional value is written inline, see ``writer``)."""
     kinds = [_kind(branch) for branch in schema]
-    if kinds[:1] == ["null"] and len(kinds) == 2:
-        value_writer = writers[1]
-
-        def optional(value: Any, out: bytearray) -> None:
-            if value is None:
-                out.append(0)
-            else:
-                out.append(2)
-                value_writer(value, out)
-
-        return optional
     if len(kinds) != len(set(kinds)) or {"map", "record"} <= set(kinds):
         raise Unsupported(f"union {kinds} with branches of one kind")
     # Per Python type, the (index, writer) pairs to try in order: the first that accepts
@@ -386,36 +448,3 @@ def _union_writer(schema: list[Any], writers: list[Writer]) -> Writer:
         raise TypeError(f"a {type(value).__name__} fits no branch of union {kinds}")
 
     return union
-
-
-def _record_writer(fields: tuple[tuple[str, Writer, Any], ...]) -> Writer:
-    def record(value: Any, out: bytearray) -> None:
-        if type(value) is not dict and not isinstance(value, Mapping):  # skips the ABC check
-            raise TypeError(f"expected a record (mapping), got {type(value).__name__}")
-        for name, write, default in fields:
-            item = value.get(name, default)
-            if item is _MISSING:
-                raise ValueError(f"no value and no default for {name}")
-            try:
-                write(item, out)
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"{name}: {exc}") from None
-
-    return record
-
-
-def _map_writer(values: Writer) -> Writer:
-    def map_(value: Any, out: bytearray) -> None:
-        if type(value) is not dict and not isinstance(value, Mapping):
-            raise TypeError(f"expected a map, got {type(value).__name__}")
-        if value:
-            _write_long(len(value), out)
-            for key, item in value.items():
-                _write_string(key, out)
-                try:
-                    values(item, out)
-                except (TypeError, ValueError) as exc:
-                    raise type(exc)(f"{key}: {exc}") from None
-        out.append(0)
-
-    return map_

@@ -140,9 +140,9 @@ def test_a_schema_beyond_the_subset_is_unsupported_and_its_codec_uses_fastavro()
     assert codec.decode(codec.encode(record)) == record
 
 
-def test_names_in_a_schema_stay_data_in_the_generated_reader():
-    """The reader's source is generated from the schema: a name that looks like code is
-    still just a key."""
+def test_names_in_a_schema_stay_data_in_the_generated_code():
+    """Readers' and writers' source is generated from the schema: a name that looks like
+    code is still just a key."""
     names = ["a'}; raise SystemExit #", 'b\\n"', "{c}"]
     schema = {
         "type": "record",
@@ -154,6 +154,9 @@ def test_names_in_a_schema_stay_data_in_the_generated_reader():
     record = {names[0]: "z", names[1]: -3, names[2]: 0.5}
     body = _fastavro_bytes(fastavro.parse_schema(schema), record)
     assert avro.reader(schema)(body, 0) == (record, len(body))
+    assert _ours(schema, record) == body
+    with pytest.raises(ValueError, match="no value and no default for a'}; raise SystemExit #"):
+        _ours(schema, {names[1]: 1, names[2]: 1.0})
 
 
 def _a_touchpoint() -> dict[str, Any]:
