@@ -72,14 +72,15 @@ def reader(schema: Any) -> Reader:
     source.line(1, "size = len(buf)")
     source.node(schema, 1, "value")
     source.line(1, "return value, pos")
-    name = schema.get("name", "") if isinstance(schema, dict) else str(schema)
     namespace: dict[str, Any] = {"_read_long": _read_long, "_double": _DOUBLE.unpack_from}
-    read: Reader = _compiled(source.text(), f"<avro reader {name}>", namespace)["read"]
+    read: Reader = _compiled(source.text(), "reader", schema, namespace)["read"]
     return read
 
 
-def _compiled(text: str, filename: str, namespace: dict[str, Any]) -> dict[str, Any]:
+def _compiled(text: str, role: str, schema: Any, namespace: dict[str, Any]) -> dict[str, Any]:
     """``namespace`` after running ``text``; tracebacks through it show its lines."""
+    name = schema.get("name", "") if isinstance(schema, dict) else str(schema)
+    filename = f"<avro {role} {name}>"
     exec(compile(text, filename, "exec"), namespace)
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     return namespace
@@ -291,8 +292,7 @@ def writer(schema: Any) -> Writer:
         **{f"_write_{kind}": w for kind, w in _PRIMITIVE_WRITERS.items()},
         **source.constants,
     }
-    name = schema.get("name", "") if isinstance(schema, dict) else str(schema)
-    write: Writer = _compiled(source.text(), f"<avro writer {name}>", namespace)["write"]
+    write: Writer = _compiled(source.text(), "writer", schema, namespace)["write"]
     return write
 
 
