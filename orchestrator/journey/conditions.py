@@ -1,10 +1,11 @@
 """Journey conditions: CEL expressions compiled once per journey version.
 
 Conditions run through the ``common-expression-language`` package (Rust): safe, not
-Turing-complete, no Python ``eval``. Converting Python values into CEL values costs about
-a microsecond per map entry, far more than evaluating the expression, so each compiled
+Turing-complete, no Python ``eval``. Converting Python values into CEL values costs
+microseconds per map entry, far more than evaluating the expression, so each compiled
 condition remembers which parts of its variables it reads (``event.properties.total``
-reads ``event -> properties -> total``) and is handed only those. A missing key is not
+reads ``event -> properties -> total``) and is handed only those - where it can, as
+one variable per field path (``Condition.flat``). A missing key is not
 an error in the projection: the expression then sees the key absent, exactly as it
 would on the whole value (``has(event.properties.coupon)`` stays false).
 
@@ -58,27 +59,55 @@ class ConditionError(ValueError):
         self.column = column
 
 
+#: A field path read as one variable of a flattened program: (variable, root, keys).
+Path = tuple[str, str, tuple[str, ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """A compiled CEL expression and the parts of its variables it reads."""
+    """A compiled CEL expression and the parts of its variables it reads.
+
+    ``flat`` is the same expression with each field path (``event.properties.value``)
+    read as one top-level variable (``paths``), when the expression has no calls,
+    indexes or optional selections; ``None`` otherwise. It is run whenever every path
+    leads to a value, and gives what ``program`` gives then: selecting a key of a map
+    is all a path does. A path that does not resolve runs ``program`` on the
+    projection instead, so a missing key fails exactly as it always did."""
 
     source: str
     program: Any = field(repr=False, compare=False)
     reads: Mapping[str, Tree | None] = field(repr=False, compare=False)
+    flat: Any = field(default=None, repr=False, compare=False)
+    paths: tuple[Path, ...] = field(default=(), repr=False, compare=False)
 
     def evaluate(self, variables: Callable[[str], Any]) -> tuple[bool, str | None]:
         """``(result, error)``; ``variables(name)`` gives the whole value of a variable."""
-        activation = {
-            name: variables(name) if tree is None else _project(variables(name), tree)
-            for name, tree in self.reads.items()
-        }
+        program = self.flat
+        activation = self._flat_activation(variables) if program is not None else None
+        if activation is None:
+            program = self.program
+            activation = {
+                name: variables(name) if tree is None else _project(variables(name), tree)
+                for name, tree in self.reads.items()
+            }
         try:
-            result = self.program.execute(activation)
+            result = program.execute(activation)
         except (KeyError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
             return False, f"{type(exc).__name__}: {exc}"
         if not isinstance(result, bool):
             return False, f"condition gave {type(result).__name__} {result!r}, not a boolean"
         return result, None
+
+    def _flat_activation(self, variables: Callable[[str], Any]) -> dict[str, Any] | None:
+        activation = {name: variables(name) for name, tree in self.reads.items() if tree is None}
+        for name, root, keys in self.paths:
+            value = variables(root)
+            for key in keys:
+                if not isinstance(value, Mapping) or key not in value:
+                    return None
+                value = value[key]
+            activation[name] = value
+        return activation
 
 
 def compile_condition(source: str, allowed: Collection[str] = VARIABLES) -> Condition:
@@ -115,7 +144,49 @@ def compile_condition(source: str, allowed: Collection[str] = VARIABLES) -> Cond
     reads: dict[str, Tree | None] = {}
     for name in sorted(set(program.variables()) & set(allowed)):
         reads[name] = _reads(source, name)
-    return Condition(source, program, reads)
+    flat, paths = _flattened(source, reads)
+    return Condition(source, program, reads, flat, paths)
+
+
+def _flattened(source: str, reads: Mapping[str, Tree | None]) -> tuple[Any, tuple[Path, ...]]:
+    """``source`` with each field path of a variable replaced by a variable of its own
+    (``_p0``, ``_p1``, ...), compiled, and those paths; ``(None, ())`` when the
+    expression calls, indexes or optionally selects anything, or reads no path.
+
+    The CEL binding converts every map and map entry of an activation into CEL values
+    at ~2.5-5 us each; a scalar variable costs ~1-3 us. ``event.properties.value >= 0``
+    ran in 14-15 us with its projection ``{"event": {"properties": {"value": x}}}``."""
+    tokens = [m for m in _TOKEN.finditer(source) if m.lastgroup != "space"]
+    if any(m.lastgroup == "other" and m.group() in "([?" for m in tokens):
+        return None, ()
+    names: dict[tuple[str, ...], str] = {}
+    pieces: list[str] = []
+    done = i = 0
+    while i < len(tokens):
+        m = tokens[i]
+        i += 1
+        if m.lastgroup != "ident" or m.group() not in reads:
+            continue
+        if i > 1 and tokens[i - 2].lastgroup == "dot":
+            continue  # a field named like a variable
+        path, end = [m.group()], m.end()
+        while i + 1 < len(tokens) and tokens[i].lastgroup == "dot":
+            if tokens[i + 1].lastgroup != "ident":
+                break
+            path.append(tokens[i + 1].group())
+            end = tokens[i + 1].end()
+            i += 2
+        if len(path) > 1:
+            name = names.setdefault(tuple(path), f"_p{len(names)}")
+            pieces += [source[done : m.start()], name]
+            done = end
+    if not names:
+        return None, ()
+    try:
+        flat = cel.compile("".join(pieces) + source[done:])
+    except (ValueError, RuntimeError, TypeError):
+        return None, ()
+    return flat, tuple((name, path[0], path[1:]) for path, name in names.items())
 
 
 def _reads(source: str, root: str) -> Tree | None:
