@@ -35,6 +35,10 @@ CONTACT_TRAITS: Mapping[str, str] = {"email": "email", "sms": "phone", "push": "
 ENGAGEMENT_TYPES = frozenset({"track", "page", "screen"})
 #: An engagement event's weight halves every 30 days.
 ENGAGEMENT_HALF_LIFE = 30 * 86_400_000
+#: The events that set more than counts and times (one lookup for the rest).
+_FOLDED_EVENTS = frozenset(
+    {*ORDER_EVENTS, *SCORE_EVENTS, SURVEY_EVENT, *UNSUBSCRIBE_EVENTS, *RESUBSCRIBE_EVENTS}
+)
 #: Traits copied into every action's payload, for templates to greet the customer.
 PERSONALISATION_TRAITS = ("first_name", "last_name", "name")
 
@@ -72,32 +76,33 @@ def fold(profile: Profile, tp: Touchpoint) -> Profile:
     unsubscribed = p.unsubscribed
     consent = p.consent
     props = tp.properties
-    if name in ORDER_EVENTS:
-        amount = _number(props.get("total", props.get("revenue")))
-        order_count += 1
-        total_spent += amount or 0.0
-    score_field = SCORE_EVENTS.get(name)
-    if name == SURVEY_EVENT:
-        score_field = _SURVEY_FIELD.get(str(props.get("survey", "")).lower())
-    if score_field is not None:
-        score = _number(props.get("score", props.get("effort")))
-        if score is not None:
-            if score_field == "nps":
-                nps = score
-            elif score_field == "csat":
-                csat = score
+    if name in _FOLDED_EVENTS:  # most events are none of these
+        if name in ORDER_EVENTS:
+            amount = _number(props.get("total", props.get("revenue")))
+            order_count += 1
+            total_spent += amount or 0.0
+        elif name in SCORE_EVENTS or name == SURVEY_EVENT:
+            score_field = SCORE_EVENTS.get(name)
+            if name == SURVEY_EVENT:
+                score_field = _SURVEY_FIELD.get(str(props.get("survey", "")).lower())
+            score = _number(props.get("score", props.get("effort")))
+            if score_field is not None and score is not None:
+                if score_field == "nps":
+                    nps = score
+                elif score_field == "csat":
+                    csat = score
+                else:
+                    effort = score
+        else:  # a consent event
+            channel = str(props.get("channel") or tp.channel)
+            subs = set(unsubscribed)
+            if name in UNSUBSCRIBE_EVENTS:
+                subs.add(channel)
             else:
-                effort = score
-    if name in UNSUBSCRIBE_EVENTS or name in RESUBSCRIBE_EVENTS:
-        channel = str(props.get("channel") or tp.channel)
-        subs = set(unsubscribed)
-        if name in UNSUBSCRIBE_EVENTS:
-            subs.add(channel)
-        else:
-            subs.discard(channel)
-        unsubscribed = tuple(sorted(subs))
-        status = "unsubscribed" if name in UNSUBSCRIBE_EVENTS else "subscribed"
-        consent = {**consent, channel: (status, tp.source or tp.channel, at)}
+                subs.discard(channel)
+            unsubscribed = tuple(sorted(subs))
+            status = "unsubscribed" if name in UNSUBSCRIBE_EVENTS else "subscribed"
+            consent = {**consent, channel: (status, tp.source or tp.channel, at)}
     if tp.traits:
         for trait, value in tp.traits.items():
             if trait.endswith("_consent") and isinstance(value, bool):
@@ -107,7 +112,9 @@ def fold(profile: Profile, tp: Touchpoint) -> Profile:
     engagement = p.engagement
     if tp.type in ENGAGEMENT_TYPES:
         score, since = engagement.get(tp.channel, (0.0, at))
-        engagement = {**engagement, tp.channel: (decayed(score, since, at) + 1.0, max(at, since))}
+        if at > since:  # ``decayed`` inlined: most events are engagement
+            score, since = score * 0.5 ** ((at - since) / ENGAGEMENT_HALF_LIFE), at
+        engagement = {**engagement, tp.channel: (score + 1.0, since)}
     locale = tp.context.locale or p.locale
     trait_locale = traits.get("locale")
     if isinstance(trait_locale, str) and trait_locale:
