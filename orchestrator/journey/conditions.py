@@ -5,9 +5,9 @@ Turing-complete, no Python ``eval``. Converting Python values into CEL values co
 microseconds per map entry, far more than evaluating the expression, so each compiled
 condition remembers which parts of its variables it reads (``event.properties.total``
 reads ``event -> properties -> total``) and is handed only those - where it can, as
-one variable per field path (``Condition.flat``). A missing key is not
-an error in the projection: the expression then sees the key absent, exactly as it
-would on the whole value (``has(event.properties.coupon)`` stays false).
+one variable per field path (``Condition.flat``). A missing key is not an error in the
+projection: the expression then sees the key absent, exactly as it would on the whole
+value (``has(event.properties.coupon)`` stays false).
 
 Evaluation never raises: a condition that fails at run time (a missing key, a type
 mismatch) is *false*, and the error text is returned for traces.
