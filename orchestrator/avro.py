@@ -87,7 +87,8 @@ def _compiled(text: str, role: str, schema: Any, namespace: dict[str, Any]) -> d
 
 
 class _Source:
-    """Lines of generated code, and fresh names for its locals."""
+    """Lines of generated code, fresh names for its locals, and the walk over a schema
+    that readers and writers share (each spells its own nodes)."""
 
     def __init__(self) -> None:
         self._lines: list[str] = []
@@ -103,41 +104,58 @@ class _Source:
         self._names += 1
         return f"{stem}{self._names}"
 
+    def node(self, schema: Any, d: int, var: str) -> None:
+        """Emit, at depth ``d``, the code for one schema node's value in local ``var``."""
+        if isinstance(schema, list):
+            self._union(schema, d, var)
+        elif isinstance(schema, dict):
+            kind = schema.get("type")
+            if kind == "record":
+                self._record(schema["fields"], d, var)
+            elif kind == "map":
+                self._map(schema["values"], d, var)
+            elif isinstance(kind, str) and kind in _PRIMITIVES and "logicalType" not in schema:
+                self._primitive(kind, d, var)
+            else:
+                raise Unsupported(f"type {kind!r}")
+        elif isinstance(schema, str) and schema in _PRIMITIVES:
+            self._primitive(schema, d, var)
+        else:
+            raise Unsupported(f"type {schema!r}")
+
+    def _union(self, branches: list[Any], d: int, var: str) -> None:
+        raise NotImplementedError
+
+    def _record(self, fields: list[Mapping[str, Any]], d: int, var: str) -> None:
+        raise NotImplementedError
+
+    def _map(self, values: Any, d: int, var: str) -> None:
+        raise NotImplementedError
+
+    def _primitive(self, kind: str, d: int, var: str) -> None:
+        raise NotImplementedError
+
 
 class _ReaderSource(_Source):
     """The lines of a reader. ``node`` emits code that reads one value of a schema
     node at ``pos`` into a local and leaves ``pos`` after it; ``b`` is scratch."""
 
-    def node(self, schema: Any, d: int, into: str) -> None:
-        if isinstance(schema, list):
-            self._union(schema, d, into)
-        elif isinstance(schema, dict):
-            kind = schema.get("type")
-            if kind == "record":
-                self._record(schema["fields"], d, into)
-            elif kind == "map":
-                self._map(schema["values"], d, into)
-            elif isinstance(kind, str) and kind in _PRIMITIVES and "logicalType" not in schema:
-                self.node(kind, d, into)
-            else:
-                raise Unsupported(f"type {kind!r}")
-        elif schema in ("long", "int"):
+    def _primitive(self, kind: str, d: int, into: str) -> None:
+        if kind in ("long", "int"):
             self._long(d, into)
-        elif schema in ("string", "bytes"):
-            self._bytes(d, into, decode=schema == "string")
-        elif schema == "double":
+        elif kind in ("string", "bytes"):
+            self._bytes(d, into, decode=kind == "string")
+        elif kind == "double":
             self.line(d, f"{into} = _double(buf, pos)[0]")
             self.line(d, "pos += 8")
-        elif schema == "boolean":
+        elif kind == "boolean":
             self.line(d, "b = buf[pos]")
             self.line(d, "if b > 1:")
             self.line(d + 1, "raise ValueError(f'boolean byte {b} at {pos} is neither 0 nor 1')")
             self.line(d, f"{into} = b == 1")
             self.line(d, "pos += 1")
-        elif schema == "null":
-            self.line(d, f"{into} = None")
         else:
-            raise Unsupported(f"type {schema!r}")
+            self.line(d, f"{into} = None")
 
     def _long(self, d: int, into: str) -> None:
         self.line(d, "b = buf[pos]")
@@ -310,28 +328,14 @@ class _WriterSource(_Source):
         self.constants[name] = value
         return name
 
-    def node(self, schema: Any, d: int, value: str) -> None:
-        if isinstance(schema, list):
-            self._union(schema, d, value)
-        elif isinstance(schema, dict):
-            kind = schema.get("type")
-            if kind == "record":
-                self._record(schema["fields"], d, value)
-            elif kind == "map":
-                self._map(schema["values"], d, value)
-            elif isinstance(kind, str) and kind in _PRIMITIVES and "logicalType" not in schema:
-                self.node(kind, d, value)
-            else:
-                raise Unsupported(f"type {kind!r}")
-        elif schema == "string":
+    def _primitive(self, kind: str, d: int, value: str) -> None:
+        if kind == "string":
             self._string(d, value)
-        elif schema == "null":
+        elif kind == "null":
             self.line(d, f"if {value} is not None:")
             self.line(d + 1, f"raise TypeError(f'expected null, got {{type({value}).__name__}}')")
-        elif schema in _PRIMITIVES:
-            self.line(d, f"_write_{schema}({value}, out)")
         else:
-            raise Unsupported(f"type {schema!r}")
+            self.line(d, f"_write_{kind}({value}, out)")
 
     def _string(self, d: int, value: str) -> None:
         # ``_write_string`` inlined: a touchpoint holds about fifteen strings.
