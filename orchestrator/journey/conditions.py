@@ -16,7 +16,7 @@ mismatch) is *false*, and the error text is returned for traces.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,29 +156,15 @@ def _flattened(source: str, reads: Mapping[str, Tree | None]) -> tuple[Any, tupl
     The CEL binding converts every map and map entry of an activation into CEL values
     at ~2.5-5 us each; a scalar variable costs ~1-3 us. ``event.properties.value >= 0``
     ran in 14-15 us with its projection ``{"event": {"properties": {"value": x}}}``."""
-    tokens = [m for m in _TOKEN.finditer(source) if m.lastgroup != "space"]
-    if any(m.lastgroup == "other" and m.group() in "([?" for m in tokens):
+    if any(m.lastgroup == "other" and m.group() in "([?" for m in _TOKEN.finditer(source)):
         return None, ()
     names: dict[tuple[str, ...], str] = {}
     pieces: list[str] = []
-    done = i = 0
-    while i < len(tokens):
-        m = tokens[i]
-        i += 1
-        if m.lastgroup != "ident" or m.group() not in reads:
-            continue
-        if i > 1 and tokens[i - 2].lastgroup == "dot":
-            continue  # a field named like a variable
-        path, end = [m.group()], m.end()
-        while i + 1 < len(tokens) and tokens[i].lastgroup == "dot":
-            if tokens[i + 1].lastgroup != "ident":
-                break
-            path.append(tokens[i + 1].group())
-            end = tokens[i + 1].end()
-            i += 2
+    done = 0
+    for start, end, path in _selections(source, reads):
         if len(path) > 1:
-            name = names.setdefault(tuple(path), f"_p{len(names)}")
-            pieces += [source[done : m.start()], name]
+            name = names.setdefault(path, f"_p{len(names)}")
+            pieces += [source[done:start], name]
             done = end
     if not names:
         return None, ()
@@ -196,29 +182,15 @@ def _reads(source: str, root: str) -> Tree | None:
     (``.size()``), an index (``[...]``) or anything else, and then the value at that
     point is passed whole. Over-including is always safe; this only saves conversions.
     """
-    tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(source) if m.lastgroup != "space"]
     tree: Tree = {}
-    for i, (kind, text) in enumerate(tokens):
-        if kind != "ident" or text != root or (i > 0 and tokens[i - 1][0] == "dot"):
-            continue
-        path: list[str] = []
-        j = i + 1
-        while (
-            j + 1 < len(tokens)
-            and tokens[j][0] == "dot"
-            and tokens[j + 1][0] == "ident"
-            and not (j + 2 < len(tokens) and tokens[j + 2][1] == "(")
-        ):
-            path.append(tokens[j + 1][1])
-            j += 2
-        if not path:
+    for _, _, path in _selections(source, {root}):
+        if len(path) == 1:
             return None
         node: Tree = tree
-        for k, key in enumerate(path):
-            last = k == len(path) - 1
+        for k, key in enumerate(path[1:], 2):
             if key in node and node[key] is None:
                 break
-            if last:
+            if k == len(path):
                 node[key] = None
             else:
                 child = node.get(key)
@@ -226,6 +198,28 @@ def _reads(source: str, root: str) -> Tree | None:
                     child = node[key] = {}
                 node = child
     return tree
+
+
+def _selections(source: str, roots: Collection[str]) -> Iterator[tuple[int, int, tuple[str, ...]]]:
+    """Each place ``source`` reads a variable in ``roots``: its span in ``source`` and its
+    path, the variable then its ``.field`` selections up to a method call, if any."""
+    tokens = [m for m in _TOKEN.finditer(source) if m.lastgroup != "space"]
+    for i, m in enumerate(tokens):
+        if m.lastgroup != "ident" or m.group() not in roots:
+            continue
+        if i > 0 and tokens[i - 1].lastgroup == "dot":
+            continue  # a field named like a variable
+        path, end, j = [m.group()], m.end(), i + 1
+        while (
+            j + 1 < len(tokens)
+            and tokens[j].lastgroup == "dot"
+            and tokens[j + 1].lastgroup == "ident"
+            and not (j + 2 < len(tokens) and tokens[j + 2].group() == "(")
+        ):
+            path.append(tokens[j + 1].group())
+            end = tokens[j + 1].end()
+            j += 2
+        yield m.start(), end, tuple(path)
 
 
 def _project(value: Any, tree: Tree) -> Any:
