@@ -86,6 +86,11 @@ def _compiled(text: str, role: str, schema: Any, namespace: dict[str, Any]) -> d
     return namespace
 
 
+def _optional(branches: list[Any]) -> bool:
+    """A union of null and one other type: read and written inline, branch 0 or 1."""
+    return len(branches) == 2 and _kind(branches[0]) == "null"
+
+
 class _Source:
     """Lines of generated code, fresh names for its locals, and the walk over a schema
     that readers and writers share (each spells its own nodes)."""
@@ -204,7 +209,7 @@ class _ReaderSource(_Source):
         self.line(d + 2, f"{into}[{key}] = {item}")
 
     def _union(self, branches: list[Any], d: int, into: str) -> None:
-        if branches[:1] == ["null"] and len(branches) == 2:
+        if _optional(branches):
             self.line(d, "b = buf[pos]")
             self.line(d, "if b == 0:")
             self.line(d + 1, f"{into} = None")
@@ -379,7 +384,7 @@ class _WriterSource(_Source):
         self.line(d, "out.append(0)")
 
     def _union(self, branches: list[Any], d: int, value: str) -> None:
-        if _kind(branches[0]) == "null" and len(branches) == 2:
+        if _optional(branches):
             self.line(d, f"if {value} is None:")
             self.line(d + 1, "out.append(0)")
             self.line(d, "else:")
