@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
 from orchestrator import broker as brokers
 from orchestrator.processes import spawn, tail, terminate
@@ -53,6 +55,23 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or probe!r}")
         time.sleep(interval)
+
+
+def consumer_message(
+    topic: str,
+    offset: int,
+    key: bytes | None = b"k",
+    value: bytes | None = b"v",
+    *,
+    headers: list[tuple[str, bytes]] | None = None,
+    generation: int = 1,
+) -> ConsumerMessage:
+    """A record of partition 0 as Faust's consumer hands it on (for tests of the worker's
+    delivery without a broker)."""
+    return ConsumerMessage(
+        topic, 0, offset, 0.0, 0, headers, key, value, None, tp=TP(topic, 0),
+        generation_id=generation,
+    )  # fmt: skip
 
 
 def get_json(port: int, path: str) -> tuple[int, Any]:

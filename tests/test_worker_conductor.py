@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from conftest import consumer_message
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
@@ -20,9 +21,7 @@ TP0 = TP(TOPIC, 0)
 
 
 def _message(offset: int, key: bytes | None, value: bytes | None) -> ConsumerMessage:
-    return ConsumerMessage(
-        TOPIC, 0, offset, 0.0, 0, [("h", b"1")], key, value, None, tp=TP0, generation_id=1
-    )
+    return consumer_message(TOPIC, offset, key, value, headers=[("h", b"1")])
 
 
 def _run(body: Callable[[faust.App], Awaitable[Any]], buffer: int = 4096) -> Any:

@@ -8,8 +8,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from faust.types import TP
-from faust.types.tuples import ConsumerMessage
+from conftest import consumer_message
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from orchestrator.worker.faust_context import batches
@@ -30,11 +29,7 @@ class _App:
 
 
 def _event(offset: int, generation: int = 1) -> Any:
-    message = ConsumerMessage(
-        TOPIC, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=TP(TOPIC, 0),
-        generation_id=generation,
-    )  # fmt: skip
-    return SimpleNamespace(message=message)
+    return SimpleNamespace(message=consumer_message(TOPIC, offset, generation=generation))
 
 
 def _channel(events: list[Any]) -> Any:
