@@ -118,7 +118,8 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     lat = results["latency"]
     assert lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert lat["actions_received"] == lat["actions_expected"] > 0
-    assert lat["broker_received"] == lat["actions_expected"]
+    # The broker's own figure reads a sample (one partition) and sees all of it.
+    assert 0 < lat["broker_received"] == lat["broker_sampled"] < lat["actions_expected"]
     assert lat["broker_p50_ms"] <= lat["broker_p99_ms"]
     timers = results["timers"]
     assert timers["lateness_p50_s"] <= timers["lateness_p99_s"] <= timers["lateness_max_s"]

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from orchestrator import wire
 from orchestrator.bench.workload import Generated
@@ -47,9 +47,13 @@ def publish_burst(bootstrap: str, topic: str, records: Sequence[Generated]) -> f
     return time.monotonic() - started
 
 
-#: A bare producer -> embedded broker -> consumer at 2,000 records/s, p50 / p99 ms:
-#: linger 5 ms 42 / 99, 10 ms 38 / 69, 20 ms 41 / 74 (and 67 / 301 at 1,500/s with 1 ms).
-PACED_LINGER_MS = 10
+#: The embedded broker's fetch costs in proportion to the record batches stored in the
+#: partitions it reads, so the number of batches - one per partition per produce
+#: request - sets how fast its CPU climbs under paced traffic. A worker at 2,400
+#: touchpoints/s for 30 s (8 partitions), publication -> action p99: linger 10 ms
+#: 888-957 ms (the broker's own p99 593-751), 20 ms 140 ms (71-73); 1 ms queued by
+#: itself, no worker running, to p99 301 ms at 1,500/s.
+PACED_LINGER_MS = 20
 
 
 def publish_paced(
@@ -58,13 +62,14 @@ def publish_paced(
     records: Sequence[Generated],
     rate: float,
     on_publish: Callable[[Generated, float], None],
+    on_delivery: Callable[[Generated, int], None] | None = None,
 ) -> float:
     """Publish at ``rate`` records/s, calling ``on_publish(record, wall time)`` just
-    before each record is handed to the client; returns the rate achieved.
+    before each record is handed to the client and ``on_delivery(record, partition)``
+    once the broker took it; returns the rate achieved.
 
-    The client batches for ``PACED_LINGER_MS``, as a channel service would: the embedded
-    broker takes a while over each produce request, and one request per record (1 ms)
-    queued there for seconds at 1,500 records/s, with no worker running (measured)."""
+    The client batches for ``PACED_LINGER_MS``, as a channel service would; on the
+    embedded broker fewer, larger batches keep its fetches cheap (see there)."""
     producer = Producer({**producer_config(bootstrap), "linger.ms": PACED_LINGER_MS})
     started = time.monotonic()
     for k, rec in enumerate(records):
@@ -73,9 +78,16 @@ def publish_paced(
         if delay > 0.0005:
             time.sleep(delay)
         on_publish(rec, time.time())
+        report = None
+        if on_delivery is not None:
+
+            def report(err: object, msg: Message, rec: Generated = rec) -> None:
+                if err is None:
+                    on_delivery(rec, msg.partition() or 0)
+
         while True:
             try:
-                producer.produce(topic, key=rec.key, value=rec.value)
+                producer.produce(topic, key=rec.key, value=rec.value, on_delivery=report)
                 break
             except BufferError:
                 producer.poll(0.01)
@@ -94,11 +106,20 @@ class ArrivalWatcher:
     trigger event); ``"event"`` keys touchpoint arrivals by their event id - the broker's
     own publication -> consumption time, the floor under the worker's.
     Partitions are assigned, not subscribed: no consumer-group join to wait for. With
-    ``from_end``, only records published after the watcher was made are read.
+    ``from_end``, only records published after the watcher was made are read; with
+    ``partitions``, only the first that many of each topic (a sample: on the embedded
+    broker a fetch costs in proportion to the record batches stored in the partitions it
+    reads, so a watcher of every partition loads the broker it measures).
     """
 
     def __init__(
-        self, bootstrap: str, topics: Sequence[str], *, keyed_by: str, from_end: bool = False
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        *,
+        keyed_by: str,
+        from_end: bool = False,
+        partitions: int | None = None,
     ) -> None:
         self.keyed_by = keyed_by
         self.arrivals: dict[str, float] = {}
@@ -115,15 +136,18 @@ class ArrivalWatcher:
             }
         )
         parts = []
+        #: The partition numbers read (of every topic): all, or the sample.
+        self.partitions: set[int] = set()
         for topic in topics:
             meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
-            for p in meta.partitions:
+            for p in sorted(meta.partitions)[:partitions]:
                 start = OFFSET_BEGINNING
                 if from_end:
                     start = self._consumer.get_watermark_offsets(
                         TopicPartition(topic, p), timeout=10
                     )[1]
                 parts.append(TopicPartition(topic, p, start))
+                self.partitions.add(p)
         self._consumer.assign(parts)
         self._thread = threading.Thread(target=self._run, name="bench-arrivals", daemon=True)
         self._thread.start()

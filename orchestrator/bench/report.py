@@ -80,7 +80,7 @@ ROWS = (
         lambda r: r["latency"]["p99_ms"] <= 100,
     ),
     Row(
-        "  the broker alone (same touchpoints, plain consumer) p50 / p99, ms",
+        "  the broker alone (one partition of them, plain consumer) p50 / p99, ms",
         lambda r: r["latency"]["broker_p99_ms"],
         lambda r: "{broker_p50_ms:.0f} / {broker_p99_ms:.0f}".format(**r["latency"]),
     ),
