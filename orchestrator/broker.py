@@ -143,10 +143,17 @@ def start_embedded(port: int | None = None) -> Broker:
 def wait_until_ready(
     bootstrap: str, *, timeout: float, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
-    """Wait until the broker answers a metadata request, or raise ``BrokerError``."""
+    """Wait until the broker answers a metadata request, or raise ``BrokerError``.
+
+    The port is probed with a plain socket first: librdkafka prints every refused
+    connection to stderr, and a broker still starting would greet the user with one."""
     from confluent_kafka.admin import AdminClient
 
     deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not _accepts(bootstrap):
+        if proc is not None and proc.poll() is not None:
+            raise BrokerError(f"broker process exited with code {proc.returncode}")
+        time.sleep(0.05)
     admin = AdminClient({**client_config(bootstrap), "socket.timeout.ms": 2000})
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -158,7 +165,20 @@ def wait_until_ready(
         except Exception as exc:
             last = exc
             time.sleep(0.1)
-    raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s: {last}")
+    raise BrokerError(
+        f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s: "
+        f"{last or 'no connection accepted'}"
+    )
+
+
+def _accepts(bootstrap: str) -> bool:
+    """Whether any of the bootstrap addresses takes a TCP connection."""
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition("//")[2].rpartition(":")
+        with contextlib.suppress(OSError, ValueError):
+            socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+            return True
+    return False
 
 
 @contextlib.contextmanager

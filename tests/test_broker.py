@@ -1,8 +1,10 @@
+import pytest
 from confluent_kafka import Consumer, Producer
 
+from orchestrator.broker import BrokerError, free_port, start_embedded, wait_until_ready
 from orchestrator.topics import ensure_topics
 
-pytestmark = __import__("pytest").mark.kafka
+pytestmark = pytest.mark.kafka
 
 
 def test_broker_round_trips_a_record_and_topics_are_created_once(kafka, topics):
@@ -33,3 +35,16 @@ def test_broker_round_trips_a_record_and_topics_are_created_once(kafka, topics):
         assert got is not None and got.value() == b"hello" and got.key() == b"c1"
     finally:
         consumer.close()
+
+
+def test_an_embedded_broker_starts_without_a_refused_connection_on_stderr(capfd):
+    """librdkafka prints each refused connection; the readiness wait must not make one
+    while the broker is still binding its port."""
+    with start_embedded() as broker:
+        assert broker.kind == "embedded"
+    assert "Connection refused" not in capfd.readouterr().err
+
+
+def test_waiting_for_a_port_nobody_listens_on_ends_with_a_clear_error():
+    with pytest.raises(BrokerError, match="no connection accepted"):
+        wait_until_ready(f"PLAINTEXT://127.0.0.1:{free_port()}", timeout=1.0)
