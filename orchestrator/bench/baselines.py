@@ -152,7 +152,7 @@ def measure(
             "--data-dir",
             str(workdir / f"{kind}-data"),
             "--app-id",
-            f"{topic}-{kind}-{os.getpid()}",
+            f"{topic}-{kind}-{workdir.name}-{os.getpid()}",  # a new group for each run
         ],
         log_path=log,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -111,7 +111,11 @@ def _quantiles(values: Sequence[float], *qs: float) -> list[float]:
 
 def throughput_and_latency(ctx: Context) -> tuple[Figures, Figures, Figures]:
     """Pre-load ``events`` touchpoints; the two baselines and then a Rota worker consume
-    the same topic. The warm worker then takes paced traffic for the latency figure."""
+    the same topic. The warm worker then takes paced traffic for the latency figure,
+    and the baselines run once more: their rate is the mean of the two runs around
+    Rota's, as the timer slowdown's idle rate is (the same worker on the same topic
+    moved by up to a third between consecutive runs here), so a machine speeding up or
+    slowing down during the run moves both sides of the ratio alike."""
     sizes, progress = ctx.sizes, ctx.progress
     topics = ctx.topics("tp")
     progress(f"generating {sizes.events:,} touchpoints for {ctx.spec.customers:,} customers")
@@ -120,19 +124,7 @@ def throughput_and_latency(ctx: Context) -> tuple[Figures, Figures, Figures]:
     seconds = publish_burst(ctx.bootstrap, topics.touchpoints, records)
     progress(f"published {len(records):,} touchpoints in {seconds:.1f} s")
     timeout = 120 + sizes.events / 500
-
-    found: Figures = {}
-    for kind, label in (("loop", "confluent_rocksdict_loop"), ("faust", "faust_take_events")):
-        progress(f"baseline {label}: consuming {sizes.events:,} touchpoints")
-        found[label] = baselines.measure(
-            kind,
-            bootstrap=ctx.bootstrap,
-            topic=topics.touchpoints,
-            count=sizes.events,
-            workdir=ctx.workdir / "baselines",
-            timeout=timeout,
-        )
-        progress(f"  {label}: {found[label]['events_per_second']:,.0f} events/s")
+    before = _baselines(ctx, topics.touchpoints, timeout, "before")
 
     progress(f"rota worker: consuming {sizes.events:,} touchpoints")
     worker = ctx.worker(topics, "throughput")
@@ -161,12 +153,41 @@ def throughput_and_latency(ctx: Context) -> tuple[Figures, Figures, Figures]:
             f"  rota worker: {run.rate:,.0f} touchpoints/s, {emitted:,.0f} actions "
             f"(first event {throughput['cold_start_seconds']:.1f} s after start)"
         )
-        found["ratio_to_faust"] = run.rate / found["faust_take_events"]["events_per_second"]
-        found["ratio_to_loop"] = run.rate / found["confluent_rocksdict_loop"]["events_per_second"]
         latency = _latency(ctx, topics, worker, sizes.events, run.rate)
     finally:
         worker.stop()
+    after = _baselines(ctx, topics.touchpoints, timeout, "after")
+    found: Figures = {}
+    for label, first in before.items():
+        second = after[label]
+        mean = (first["events_per_second"] + second["events_per_second"]) / 2
+        found[label] = {"events_per_second": mean, "before": first, "after": second}
+    found["ratio_to_faust"] = run.rate / found["faust_take_events"]["events_per_second"]
+    found["ratio_to_loop"] = run.rate / found["confluent_rocksdict_loop"]["events_per_second"]
+    progress(
+        f"  baselines, mean of before and after: faust "
+        f"{found['faust_take_events']['events_per_second']:,.0f}/s, loop "
+        f"{found['confluent_rocksdict_loop']['events_per_second']:,.0f}/s; Rota / faust "
+        f"{found['ratio_to_faust']:.2f}"
+    )
     return throughput, found, latency
+
+
+def _baselines(ctx: Context, topic: str, timeout: float, when: str) -> dict[str, Figures]:
+    """Both baselines over the first ``events`` records of ``topic``, one after the other."""
+    found: dict[str, Figures] = {}
+    for kind, label in (("loop", "confluent_rocksdict_loop"), ("faust", "faust_take_events")):
+        ctx.progress(f"baseline {label} ({when} Rota): consuming {ctx.sizes.events:,} touchpoints")
+        found[label] = baselines.measure(
+            kind,
+            bootstrap=ctx.bootstrap,
+            topic=topic,
+            count=ctx.sizes.events,
+            workdir=ctx.workdir / f"baselines-{when}",
+            timeout=timeout,
+        )
+        ctx.progress(f"  {label}: {found[label]['events_per_second']:,.0f} events/s")
+    return found
 
 
 def _latency(

@@ -32,6 +32,13 @@ def _n(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def _baseline(found: dict[str, Any]) -> str:
+    """The mean, and the runs before and after Rota's that it is the mean of."""
+    runs = [found[w]["events_per_second"] for w in ("before", "after") if w in found]
+    spread = f"  (mean of {' and '.join(_n(x) for x in runs)})" if len(runs) == 2 else ""
+    return _n(found["events_per_second"]) + spread
+
+
 ROWS = (
     Row(
         "sustained throughput, touchpoints/s (50 journeys, 1 worker)",
@@ -50,7 +57,7 @@ ROWS = (
     Row(
         "  baseline: bare Faust agent (take_events), events/s",
         lambda r: r["baselines"]["faust_take_events"]["events_per_second"],
-        lambda r: _n(r["baselines"]["faust_take_events"]["events_per_second"]),
+        lambda r: _baseline(r["baselines"]["faust_take_events"]),
     ),
     Row(
         "  Rota / bare Faust",
@@ -62,7 +69,7 @@ ROWS = (
     Row(
         "  baseline: confluent consume/rocksdict/produce loop, events/s",
         lambda r: r["baselines"]["confluent_rocksdict_loop"]["events_per_second"],
-        lambda r: _n(r["baselines"]["confluent_rocksdict_loop"]["events_per_second"]),
+        lambda r: _baseline(r["baselines"]["confluent_rocksdict_loop"]),
     ),
     Row(
         "  Rota / confluent loop",
