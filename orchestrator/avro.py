@@ -60,19 +60,27 @@ def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint longer than 10 bytes")
 
 
-def reader(schema: Any) -> Reader:
+def reader(schema: Any, build: Mapping[str, Callable[..., Any]] | None = None) -> Reader:
     """The reader of ``schema`` (a parsed schema, as ``fastavro.parse_schema`` gives).
 
     Its source is generated: one function reading the whole record in straight-line
     code, fields into locals and then one dict display per record, with the one-byte
     lengths, counts and union branches read inline. Names from the schema appear in
-    the source only as ``repr`` literals."""
-    source = _ReaderSource()
+    the source only as ``repr`` literals.
+
+    ``build`` maps a record's full name to a function called with its fields in
+    schema order, whose result stands for the record instead of a dict: a caller that
+    wants its own type then does not build a dict only to read it back."""
+    source = _ReaderSource(build or {})
     source.line(0, "def read(buf, pos):")
     source.line(1, "size = len(buf)")
     source.node(schema, 1, "value")
     source.line(1, "return value, pos")
-    namespace: dict[str, Any] = {"_read_long": _read_long, "_double": _DOUBLE.unpack_from}
+    namespace: dict[str, Any] = {
+        "_read_long": _read_long,
+        "_double": _DOUBLE.unpack_from,
+        **source.builders,
+    }
     read: Reader = _compiled(source.text(), "reader", schema, namespace)["read"]
     return read
 
@@ -116,7 +124,7 @@ class _Source:
         elif isinstance(schema, dict):
             kind = schema.get("type")
             if kind == "record":
-                self._record(schema["fields"], d, var)
+                self._record(schema["fields"], d, var, schema.get("name", ""))
             elif kind == "map":
                 self._map(schema["values"], d, var)
             elif isinstance(kind, str) and kind in _PRIMITIVES and "logicalType" not in schema:
@@ -131,7 +139,7 @@ class _Source:
     def _union(self, branches: list[Any], d: int, var: str) -> None:
         raise NotImplementedError
 
-    def _record(self, fields: list[Mapping[str, Any]], d: int, var: str) -> None:
+    def _record(self, fields: list[Mapping[str, Any]], d: int, var: str, name: str) -> None:
         raise NotImplementedError
 
     def _map(self, values: Any, d: int, var: str) -> None:
@@ -143,7 +151,14 @@ class _Source:
 
 class _ReaderSource(_Source):
     """The lines of a reader. ``node`` emits code that reads one value of a schema
-    node at ``pos`` into a local and leaves ``pos`` after it; ``b`` is scratch."""
+    node at ``pos`` into a local and leaves ``pos`` after it; ``b`` is scratch.
+    ``build`` names the records made by a function of their fields (``B<n>`` in the
+    namespace, called with the fields in schema order) instead of a dict."""
+
+    def __init__(self, build: Mapping[str, Callable[..., Any]]) -> None:
+        super().__init__()
+        self._build = build
+        self.builders: dict[str, Callable[..., Any]] = {}
 
     def _primitive(self, kind: str, d: int, into: str) -> None:
         if kind in ("long", "int"):
@@ -185,13 +200,19 @@ class _ReaderSource(_Source):
         self.line(d, f"{into} = buf[pos:end]" + (".decode()" if decode else ""))
         self.line(d, "pos = end")
 
-    def _record(self, fields: list[Mapping[str, Any]], d: int, into: str) -> None:
+    def _record(self, fields: list[Mapping[str, Any]], d: int, into: str, name: str) -> None:
         values = []
         for f in fields:
             value = self.local("f")
             self.node(f["type"], d, value)
-            values.append(f"{f['name']!r}: {value}")
-        self.line(d, f"{into} = {{{', '.join(values)}}}")
+            values.append((f["name"], value))
+        build = self._build.get(name)
+        if build is None:
+            self.line(d, f"{into} = {{{', '.join(f'{k!r}: {v}' for k, v in values)}}}")
+            return
+        builder = self.local("B")
+        self.builders[builder] = build
+        self.line(d, f"{into} = {builder}({', '.join(v for _, v in values)})")
 
     def _map(self, values: Any, d: int, into: str) -> None:
         count, key, item = self.local("c"), self.local("k"), self.local("x")
@@ -357,7 +378,7 @@ class _WriterSource(_Source):
         self.line(d, f"if type({value}) is not dict and not isinstance({value}, Mapping):")
         self.line(d + 1, f"raise TypeError(f'expected {what}, got {{type({value}).__name__}}')")
 
-    def _record(self, fields: list[Mapping[str, Any]], d: int, value: str) -> None:
+    def _record(self, fields: list[Mapping[str, Any]], d: int, value: str, name: str) -> None:
         self._mapping(d, value, "a record (mapping)")
         for f in fields:
             name, default, item = f["name"], _default(f), self.local("v")

@@ -11,6 +11,7 @@ the bundled one plus anything passed to ``SchemaSet.register``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import time
@@ -113,6 +114,34 @@ class Codec:
         return buf.getvalue()
 
     def decode(self, data: bytes) -> dict[str, Any]:
+        return self.read(data, self._read, _record)
+
+    def read(self, data: bytes, reader: avro.Reader | None, convert: Callable[[Any], T]) -> T:
+        """``data``'s record as ``reader`` (a reader of this codec's schema) gives it
+        when this schema wrote it; otherwise, resolved from its writer's schema by
+        fastavro, as ``convert`` makes it of fastavro's dict. ``DecodeError`` says
+        what is wrong with bytes that are not such a record."""
+        if type(data) is bytes and data[:HEADER_LEN] == self._header:
+            writer = self.schema  # the common case, checked in one compare
+        else:
+            writer = self._writer(data)
+        try:
+            if writer is self.schema and reader is not None:
+                out, end = reader(bytes(data), HEADER_LEN)
+            else:
+                body = io.BytesIO(data[HEADER_LEN:])
+                resolve_to = None if writer is self.schema else self.schema.parsed
+                out = convert(fastavro.schemaless_reader(body, writer.parsed, resolve_to))
+                end = HEADER_LEN + body.tell()
+        except DecodeError:
+            raise
+        except Exception as exc:  # corrupt input raises a zoo of types
+            raise DecodeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
+        if end != len(data):
+            raise DecodeError("trailing bytes after the Avro record")
+        return out  # the reader's record, or convert's
+
+    def _writer(self, data: bytes) -> Schema:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise DecodeError(f"expected bytes, got {type(data).__name__}")
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
@@ -129,21 +158,13 @@ class Codec:
             )
         if writer.name != self.schema.name:
             raise DecodeError(f"record is a {writer.name}, expected {self.schema.name}")
-        try:
-            if writer is self.schema and self._read is not None:
-                out, end = self._read(bytes(data), HEADER_LEN)
-            else:
-                body = io.BytesIO(data[HEADER_LEN:])
-                resolve_to = None if writer is self.schema else self.schema.parsed
-                out = fastavro.schemaless_reader(body, writer.parsed, resolve_to)
-                end = HEADER_LEN + body.tell()
-        except Exception as exc:  # corrupt input raises a zoo of types
-            raise DecodeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
-        if end != len(data):
-            raise DecodeError("trailing bytes after the Avro record")
-        if not isinstance(out, dict):
-            raise DecodeError("Avro body is not a record")
-        return out
+        return writer
+
+
+def _record(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DecodeError("Avro body is not a record")
+    return value
 
 
 def _or_none(build: Callable[[Any], T], parsed: Any) -> T | None:
@@ -195,34 +216,16 @@ def encode_touchpoint(tp: Touchpoint) -> bytes:
 
 
 def decode_touchpoint(data: bytes) -> Touchpoint:
-    d = TOUCHPOINT.decode(data)
-    ctx = d["context"]
-    where = (
-        ctx["locale"], ctx["timezone"], ctx["device_id"], ctx["device_type"], ctx["os"],
-        ctx["app"],
-    )  # fmt: skip
-    context = _CONTEXTS.get(where)
-    if context is None:
-        context = _context(where)
-    # Positional, the cheapest construction: a touchpoint is built for every record.
-    tp = Touchpoint(
-        d["event_id"],
-        d["type"],
-        d["name"],
-        d["channel"],
-        d["occurred_at"],
-        d["customer_id"],
-        d["anonymous_id"],
-        d["received_at"],
-        d["properties"],
-        d["traits"],
-        context,
-        d["source"],
-        d["action_id"],
-    )
+    tp = TOUCHPOINT.read(data, _READ_TOUCHPOINT, _touchpoint_of)
     if not tp.customer_id and not tp.anonymous_id:
         raise DecodeError(f"touchpoint {tp.event_id!r} has neither customer_id nor anonymous_id")
     return tp
+
+
+def _touchpoint_of(d: Mapping[str, Any]) -> Touchpoint:
+    """A touchpoint resolved from another version of the schema (fastavro's dict)."""
+    context = _shared_context(*(d["context"][f] for f in Context.__slots__))
+    return Touchpoint(**{**d, "context": context})
 
 
 #: Contexts seen lately, shared: a channel's events repeat a few of them (locale, time
@@ -231,11 +234,32 @@ _CONTEXTS: dict[tuple[str | None, ...], Context] = {}
 _CONTEXTS_MAX = 4096
 
 
-def _context(where: tuple[str | None, ...]) -> Context:
-    if len(_CONTEXTS) >= _CONTEXTS_MAX:
-        _CONTEXTS.clear()
-    context = _CONTEXTS[where] = Context(*where)
+def _shared_context(*where: str | None) -> Context:
+    context = _CONTEXTS.get(where)
+    if context is None:
+        if len(_CONTEXTS) >= _CONTEXTS_MAX:
+            _CONTEXTS.clear()
+        context = _CONTEXTS[where] = Context(*where)
     return context
+
+
+def _fields_in_schema_order(schema: Mapping[str, Any], cls: type) -> None:
+    names = [f["name"] for f in schema["fields"]]
+    fields = [f.name for f in dataclasses.fields(cls)]
+    if names != fields:
+        raise RuntimeError(f"{cls.__name__} fields {fields} differ from the schema's {names}")
+
+
+# The touchpoint's reader builds the Touchpoint (and its shared Context) directly from
+# the fields it reads, in schema order - which the records keep.
+_fields_in_schema_order(TOUCHPOINT.schema.source, Touchpoint)
+_fields_in_schema_order(
+    next(f["type"] for f in TOUCHPOINT.schema.source["fields"] if f["name"] == "context"), Context
+)
+_READ_TOUCHPOINT = avro.reader(
+    TOUCHPOINT.schema.parsed,
+    build={"rota.v1.Touchpoint": Touchpoint, "rota.v1.Context": _shared_context},
+)
 
 
 def encode_action(action: NextBestAction) -> bytes:

@@ -175,3 +175,32 @@ def _a_touchpoint() -> dict[str, Any]:
         "source": "web",
         "action_id": None,
     }
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_a_reader_building_records_gives_them_the_fields_the_dict_would_hold(data):
+    """``build``: the touchpoint and its context made by functions of their fields, in
+    schema order, instead of dicts - from the same bytes, the same values."""
+    parsed = wire.TOUCHPOINT.schema.parsed
+    record = data.draw(_values(parsed))
+    body = _fastavro_bytes(parsed, record)
+
+    def made(name: str, schema: Any) -> Any:
+        return lambda *fields: (
+            name,
+            dict(zip([f["name"] for f in schema["fields"]], fields, strict=True)),
+        )
+
+    context_schema = next(f["type"] for f in parsed["fields"] if f["name"] == "context")
+    read = avro.reader(
+        parsed,
+        build={
+            "rota.v1.Touchpoint": made("touchpoint", parsed),
+            "rota.v1.Context": made("context", context_schema),
+        },
+    )
+    (kind, fields), end = read(body, 0)
+    assert (kind, end) == ("touchpoint", len(body))
+    assert fields["context"] == ("context", record["context"])
+    assert {**fields, "context": record["context"]} == record

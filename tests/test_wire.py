@@ -158,6 +158,25 @@ def test_old_writer_new_reader_fills_the_default():
     assert decoded["consent_purpose"] is None and decoded["name"] == "Order Completed"
 
 
+def test_a_touchpoint_from_a_newer_writer_decodes_to_the_same_touchpoint(monkeypatch):
+    # Bytes of another schema version take fastavro's resolution, not the generated
+    # reader; both must give the same Touchpoint, context included.
+    newer = wire.Schema.from_json(_evolved_touchpoint_schema())
+    monkeypatch.setitem(wire.KNOWN._by_fingerprint, newer.fingerprint, newer)
+    data = wire.Codec(newer, wire.SchemaSet()).encode(
+        dict(_as_record(TP), consent_purpose="marketing")
+    )
+    assert data[2:10] != wire.TOUCHPOINT.schema.fingerprint
+    assert wire.decode_touchpoint(data) == wire.decode_touchpoint(wire.encode_touchpoint(TP)) == TP
+    with pytest.raises(wire.DecodeError, match="trailing bytes"):
+        wire.decode_touchpoint(data + b"\x00")
+
+
+def test_decoded_touchpoints_share_equal_contexts():
+    first, second = (wire.decode_touchpoint(wire.encode_touchpoint(TP)) for _ in range(2))
+    assert first.context == TP.context and first.context is second.context
+
+
 def test_json_form_round_trips_and_uses_iso_times():
     doc = TP.to_json()
     assert doc["occurred_at"] == "2026-01-01T00:00:00.000Z"
