@@ -137,6 +137,11 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     assert timers["ingestion_idle_eps"] == pytest.approx(idle)
     assert results["core"]["journeys"] == 50
     assert results["core"]["cycles_left"] == 0  # why the collector may pause while timed
+    core = results["core"]
+    for figure in ("decisions_per_second", "with_codecs_per_second"):
+        runs = core[f"runs_{figure}"]
+        assert len(runs) == 3 and min(runs) > 0
+        assert core[figure] == max(runs)  # the best run, as timeit reports
     assert results["throughput"]["journeys_live"] == 50
     share = results["throughput"]["time_share"]
     assert set(share) == set(WORKER_PHASES) == {"receive", "decide", "wait"}

@@ -131,7 +131,7 @@ ROWS = (
         lambda r: r["memory"]["projected_rss_mib_at_1m"] <= 1024,
     ),
     Row(
-        "core alone, decisions/s (50 journeys, 1 core)",
+        "core alone, decisions/s (50 journeys, 1 core, best of 3)",
         lambda r: r["core"]["decisions_per_second"],
         lambda r: (
             f"{_n(r['core']['decisions_per_second'])}"
