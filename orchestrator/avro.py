@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import linecache
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 Reader = Callable[[bytes, int], tuple[Any, int]]
@@ -139,7 +139,7 @@ class _Source:
     def _union(self, branches: list[Any], d: int, var: str) -> None:
         raise NotImplementedError
 
-    def _record(self, fields: list[Mapping[str, Any]], d: int, var: str, name: str) -> None:
+    def _record(self, fields: list[Mapping[str, Any]], d: int, var: str, record: str) -> None:
         raise NotImplementedError
 
     def _map(self, values: Any, d: int, var: str) -> None:
@@ -200,13 +200,13 @@ class _ReaderSource(_Source):
         self.line(d, f"{into} = buf[pos:end]" + (".decode()" if decode else ""))
         self.line(d, "pos = end")
 
-    def _record(self, fields: list[Mapping[str, Any]], d: int, into: str, name: str) -> None:
+    def _record(self, fields: list[Mapping[str, Any]], d: int, into: str, record: str) -> None:
         values = []
         for f in fields:
             value = self.local("f")
             self.node(f["type"], d, value)
             values.append((f["name"], value))
-        build = self._build.get(name)
+        build = self._build.get(record)
         if build is None:
             self.line(d, f"{into} = {{{', '.join(f'{k!r}: {v}' for k, v in values)}}}")
             return
@@ -320,14 +320,18 @@ _PRIMITIVE_WRITERS: Mapping[str, Writer] = {
 }
 
 
-def writer(schema: Any) -> Writer:
+def writer(schema: Any, objects: Collection[str] = ()) -> Writer:
     """The writer of ``schema`` (a parsed schema, as ``fastavro.parse_schema`` gives).
 
     Generated like ``reader``'s: records and maps in straight-line code, strings and
     optional (null or one type) values inline, each field in a ``try`` that names it
     in the error. A union of several types goes through ``_union_writer``, which
-    tries the branches a value may take in order."""
-    source = _WriterSource()
+    tries the branches a value may take in order.
+
+    The records named in ``objects`` (full names) are read as attributes of an object
+    (each field an attribute, none defaulted) rather than keys of a mapping: a caller
+    holding a dataclass then builds no dict only for it to be written."""
+    source = _WriterSource(objects)
     source.line(0, "def write(value, out):")
     source.node(schema, 1, "value")
     namespace: dict[str, Any] = {
@@ -345,9 +349,10 @@ class _WriterSource(_Source):
     value in a local to ``out``; values the code cannot spell (field defaults, union
     writers) are constants ``K<n>`` of its namespace."""
 
-    def __init__(self) -> None:
+    def __init__(self, objects: Collection[str]) -> None:
         super().__init__()
         self.constants: dict[str, Any] = {}
+        self._objects = objects
 
     def constant(self, value: Any) -> str:
         name = self.local("K")
@@ -378,7 +383,13 @@ class _WriterSource(_Source):
         self.line(d, f"if type({value}) is not dict and not isinstance({value}, Mapping):")
         self.line(d + 1, f"raise TypeError(f'expected {what}, got {{type({value}).__name__}}')")
 
-    def _record(self, fields: list[Mapping[str, Any]], d: int, value: str, name: str) -> None:
+    def _record(self, fields: list[Mapping[str, Any]], d: int, value: str, record: str) -> None:
+        if record in self._objects:
+            for f in fields:
+                item = self.local("v")
+                self.line(d, f"{item} = getattr({value}, {f['name']!r})")
+                self._field(f["name"], d, item, f["type"])
+            return
         self._mapping(d, value, "a record (mapping)")
         for f in fields:
             name, default, item = f["name"], _default(f), self.local("v")
@@ -386,10 +397,13 @@ class _WriterSource(_Source):
             if default is _MISSING:
                 self.line(d, f"if {item} is _MISSING:")
                 self.line(d + 1, f"raise ValueError({f'no value and no default for {name}'!r})")
-            self.line(d, "try:")
-            self.node(f["type"], d + 1, item)
-            self.line(d, "except (TypeError, ValueError) as exc:")
-            self.line(d + 1, f"raise type(exc)({f'{name}: '!r} + str(exc)) from None")
+            self._field(name, d, item, f["type"])
+
+    def _field(self, name: str, d: int, item: str, schema: Any) -> None:
+        self.line(d, "try:")
+        self.node(schema, d + 1, item)
+        self.line(d, "except (TypeError, ValueError) as exc:")
+        self.line(d + 1, f"raise type(exc)({f'{name}: '!r} + str(exc)) from None")
 
     def _map(self, values: Any, d: int, value: str) -> None:
         key, item = self.local("k"), self.local("x")
@@ -413,7 +427,9 @@ class _WriterSource(_Source):
             self.node(branches[1], d + 1, value)
             return
         writers = [
-            _PRIMITIVE_WRITERS[b] if isinstance(b, str) and b in _PRIMITIVE_WRITERS else writer(b)
+            _PRIMITIVE_WRITERS[b]
+            if isinstance(b, str) and b in _PRIMITIVE_WRITERS
+            else writer(b, self._objects)
             for b in branches
         ]
         self.line(d, f"{self.constant(_union_writer(branches, writers))}({value}, out)")

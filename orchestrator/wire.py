@@ -102,6 +102,9 @@ class Codec:
         # The schema's own records take the specialised path (orchestrator/avro.py).
         self._read: avro.Reader | None = _or_none(avro.reader, schema.parsed)
         self._write: avro.Writer | None = _or_none(avro.writer, schema.parsed)
+        self._write_object: avro.Writer | None = _or_none(
+            lambda parsed: avro.writer(parsed, objects={schema.name}), schema.parsed
+        )
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         if self._write is not None:
@@ -112,6 +115,15 @@ class Codec:
         buf.write(self._header)
         fastavro.schemaless_writer(buf, self.schema.parsed, record)
         return buf.getvalue()
+
+    def encode_object(self, record: Any) -> bytes:
+        """``encode`` of an object whose attributes are the record's fields (the
+        dataclass of the record): no dict is built for it."""
+        if self._write_object is None:
+            return self.encode({f: getattr(record, f) for f in _field_names(self.schema)})
+        out = bytearray(self._header)
+        self._write_object(record, out)
+        return bytes(out)
 
     def decode(self, data: bytes) -> dict[str, Any]:
         return self.read(data, self._read, _record)
@@ -159,6 +171,10 @@ class Codec:
         if writer.name != self.schema.name:
             raise DecodeError(f"record is a {writer.name}, expected {self.schema.name}")
         return writer
+
+
+def _field_names(schema: Schema) -> list[str]:
+    return [f["name"] for f in schema.source["fields"]]
 
 
 def _record(value: Any) -> dict[str, Any]:
@@ -263,25 +279,7 @@ _READ_TOUCHPOINT = avro.reader(
 
 
 def encode_action(action: NextBestAction) -> bytes:
-    return ACTION.encode(
-        {
-            "action_id": action.action_id,
-            "customer_id": action.customer_id,
-            "journey_id": action.journey_id,
-            "journey_version": action.journey_version,
-            "instance_id": action.instance_id,
-            "step": action.step,
-            "channel": action.channel,
-            "created_at": action.created_at,
-            "template": action.template,
-            "offer": action.offer,
-            "payload": action.payload,
-            "priority": action.priority,
-            "expires_at": action.expires_at,
-            "reason": action.reason,
-            "trigger_event_id": action.trigger_event_id,
-        }
-    )
+    return ACTION.encode_object(action)
 
 
 def decode_action(data: bytes) -> NextBestAction:
@@ -308,7 +306,7 @@ class DeadLetter:
 
 
 def encode_deadletter(dl: DeadLetter) -> bytes:
-    return DEADLETTER.encode({f: getattr(dl, f) for f in DeadLetter.__slots__})
+    return DEADLETTER.encode_object(dl)
 
 
 def decode_deadletter(data: bytes) -> DeadLetter:
@@ -316,19 +314,7 @@ def decode_deadletter(data: bytes) -> DeadLetter:
 
 
 def encode_transition(t: JourneyTransition) -> bytes:
-    return TRANSITION.encode(
-        {
-            "customer_id": t.customer_id,
-            "journey_id": t.journey_id,
-            "journey_version": t.journey_version,
-            "instance_id": t.instance_id,
-            "kind": t.kind,
-            "step": t.step,
-            "variant": t.variant,
-            "occurred_at": t.occurred_at,
-            "trigger_event_id": t.trigger_event_id,
-        }
-    )
+    return TRANSITION.encode_object(t)
 
 
 def decode_transition(data: bytes) -> JourneyTransition:
