@@ -79,7 +79,7 @@ def reader(schema: Any, build: Mapping[str, Callable[..., Any]] | None = None) -
     namespace: dict[str, Any] = {
         "_read_long": _read_long,
         "_double": _DOUBLE.unpack_from,
-        **source.builders,
+        **source.constants,
     }
     read: Reader = _compiled(source.text(), "reader", schema, namespace)["read"]
     return read
@@ -106,6 +106,9 @@ class _Source:
     def __init__(self) -> None:
         self._lines: list[str] = []
         self._names = 0
+        #: Values the code cannot spell (defaults, union writers, record builders), by
+        #: the name ``constant`` gave them in the function's namespace.
+        self.constants: dict[str, Any] = {}
 
     def text(self) -> str:
         return "\n".join(self._lines) + "\n"
@@ -116,6 +119,11 @@ class _Source:
     def local(self, stem: str) -> str:
         self._names += 1
         return f"{stem}{self._names}"
+
+    def constant(self, value: Any) -> str:
+        name = self.local("K")
+        self.constants[name] = value
+        return name
 
     def node(self, schema: Any, d: int, var: str) -> None:
         """Emit, at depth ``d``, the code for one schema node's value in local ``var``."""
@@ -152,13 +160,12 @@ class _Source:
 class _ReaderSource(_Source):
     """The lines of a reader. ``node`` emits code that reads one value of a schema
     node at ``pos`` into a local and leaves ``pos`` after it; ``b`` is scratch.
-    ``build`` names the records made by a function of their fields (``B<n>`` in the
+    ``build`` names the records made by a function of their fields (a constant of the
     namespace, called with the fields in schema order) instead of a dict."""
 
     def __init__(self, build: Mapping[str, Callable[..., Any]]) -> None:
         super().__init__()
         self._build = build
-        self.builders: dict[str, Callable[..., Any]] = {}
 
     def _primitive(self, kind: str, d: int, into: str) -> None:
         if kind in ("long", "int"):
@@ -210,9 +217,7 @@ class _ReaderSource(_Source):
         if build is None:
             self.line(d, f"{into} = {{{', '.join(f'{k!r}: {v}' for k, v in values)}}}")
             return
-        builder = self.local("B")
-        self.builders[builder] = build
-        self.line(d, f"{into} = {builder}({', '.join(v for _, v in values)})")
+        self.line(d, f"{into} = {self.constant(build)}({', '.join(v for _, v in values)})")
 
     def _map(self, values: Any, d: int, into: str) -> None:
         count, key, item = self.local("c"), self.local("k"), self.local("x")
@@ -351,13 +356,7 @@ class _WriterSource(_Source):
 
     def __init__(self, objects: Collection[str]) -> None:
         super().__init__()
-        self.constants: dict[str, Any] = {}
         self._objects = objects
-
-    def constant(self, value: Any) -> str:
-        name = self.local("K")
-        self.constants[name] = value
-        return name
 
     def _primitive(self, kind: str, d: int, value: str) -> None:
         if kind == "string":
