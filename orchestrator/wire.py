@@ -15,7 +15,7 @@ import dataclasses
 import io
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -94,7 +94,9 @@ class Codec:
     """Encodes with one (current) schema; decodes anything written by a known schema
     of the same record name, resolving to the current one."""
 
-    def __init__(self, schema: Schema, known: SchemaSet) -> None:
+    def __init__(self, schema: Schema, known: SchemaSet, objects: Collection[str] = ()) -> None:
+        """``objects``: the records nested in the schema's that ``encode_object`` reads
+        as dataclasses too (full names); the schema's own record always is one."""
         self.schema = schema
         self.known = known
         known.register(schema)
@@ -103,26 +105,27 @@ class Codec:
         self._read: avro.Reader | None = _or_none(avro.reader, schema.parsed)
         self._write: avro.Writer | None = _or_none(avro.writer, schema.parsed)
         self._write_object: avro.Writer | None = _or_none(
-            lambda parsed: avro.writer(parsed, objects={schema.name}), schema.parsed
+            lambda parsed: avro.writer(parsed, objects={schema.name, *objects}), schema.parsed
         )
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
-        if self._write is not None:
-            out = bytearray(self._header)
-            self._write(record, out)
-            return bytes(out)
-        buf = io.BytesIO()
-        buf.write(self._header)
-        fastavro.schemaless_writer(buf, self.schema.parsed, record)
-        return buf.getvalue()
+        if self._write is None:
+            buf = io.BytesIO()
+            buf.write(self._header)
+            fastavro.schemaless_writer(buf, self.schema.parsed, record)
+            return buf.getvalue()
+        return self._written(record, self._write)
 
     def encode_object(self, record: Any) -> bytes:
         """``encode`` of an object whose attributes are the record's fields (the
         dataclass of the record): no dict is built for it."""
         if self._write_object is None:
-            return self.encode({f: getattr(record, f) for f in _field_names(self.schema)})
+            return self.encode(dataclasses.asdict(record))
+        return self._written(record, self._write_object)
+
+    def _written(self, record: Any, write: avro.Writer) -> bytes:
         out = bytearray(self._header)
-        self._write_object(record, out)
+        write(record, out)
         return bytes(out)
 
     def decode(self, data: bytes) -> dict[str, Any]:
@@ -173,10 +176,6 @@ class Codec:
         return writer
 
 
-def _field_names(schema: Schema) -> list[str]:
-    return [f["name"] for f in schema.source["fields"]]
-
-
 def _record(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise DecodeError("Avro body is not a record")
@@ -197,38 +196,14 @@ def load_schema(filename: str) -> Schema:
 
 
 KNOWN = SchemaSet()
-TOUCHPOINT = Codec(load_schema("touchpoint.avsc"), KNOWN)
+TOUCHPOINT = Codec(load_schema("touchpoint.avsc"), KNOWN, objects={"rota.v1.Context"})
 ACTION = Codec(load_schema("next_best_action.avsc"), KNOWN)
 DEADLETTER = Codec(load_schema("deadletter.avsc"), KNOWN)
 TRANSITION = Codec(load_schema("journey_transition.avsc"), KNOWN)
 
 
 def encode_touchpoint(tp: Touchpoint) -> bytes:
-    c = tp.context
-    return TOUCHPOINT.encode(
-        {
-            "event_id": tp.event_id,
-            "type": tp.type,
-            "name": tp.name,
-            "channel": tp.channel,
-            "occurred_at": tp.occurred_at,
-            "customer_id": tp.customer_id,
-            "anonymous_id": tp.anonymous_id,
-            "received_at": tp.received_at,
-            "properties": tp.properties,
-            "traits": tp.traits,
-            "context": {
-                "locale": c.locale,
-                "timezone": c.timezone,
-                "device_id": c.device_id,
-                "device_type": c.device_type,
-                "os": c.os,
-                "app": c.app,
-            },
-            "source": tp.source,
-            "action_id": tp.action_id,
-        }
-    )
+    return TOUCHPOINT.encode_object(tp)
 
 
 def decode_touchpoint(data: bytes) -> Touchpoint:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import struct
@@ -140,6 +141,13 @@ def test_a_schema_beyond_the_subset_is_unsupported_and_its_codec_uses_fastavro()
     codec = wire.Codec(schema, wire.SchemaSet())
     record = {"colour": "GREEN", "ids": [1, 2, 3]}
     assert codec.decode(codec.encode(record)) == record
+
+    @dataclasses.dataclass
+    class Light:
+        colour: str
+        ids: list[int]
+
+    assert codec.encode_object(Light("GREEN", [1, 2, 3])) == codec.encode(record)
 
 
 def test_names_in_a_schema_stay_data_in_the_generated_code():
