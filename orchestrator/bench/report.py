@@ -34,9 +34,8 @@ def _n(x: float) -> str:
 
 def _baseline(found: dict[str, Any]) -> str:
     """The mean, and the runs before and after Rota's that it is the mean of."""
-    runs = [found[w]["events_per_second"] for w in ("before", "after") if w in found]
-    spread = f"  (mean of {' and '.join(_n(x) for x in runs)})" if len(runs) == 2 else ""
-    return _n(found["events_per_second"]) + spread
+    before, after = found["before"]["events_per_second"], found["after"]["events_per_second"]
+    return f"{_n(found['events_per_second'])}  (mean of {_n(before)} and {_n(after)})"
 
 
 ROWS = (
