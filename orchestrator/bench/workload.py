@@ -216,25 +216,30 @@ class Workload:
         )
         return tp, acts
 
-    def touchpoints(self, count: int) -> Iterator[tuple[Touchpoint, bool]]:
-        now = int(time.time() * 1000)
+    def touchpoints(
+        self, count: int, now_ms: int | None = None
+    ) -> Iterator[tuple[Touchpoint, bool]]:
+        """``count`` events occurring at ``now_ms`` (default: now)."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
         for _ in range(count):
             yield self.touchpoint(now)
 
-    def encoded(self, count: int) -> list[Generated]:
+    def encoded(self, count: int, now_ms: int | None = None) -> list[Generated]:
         """``count`` events, encoded up front so publishing them is not the bottleneck."""
         out = []
-        for tp, acts in self.touchpoints(count):
+        for tp, acts in self.touchpoints(count, now_ms):
             assert tp.customer_id is not None
             out.append(
                 Generated(tp.customer_id.encode(), wire.encode_touchpoint(tp), tp.event_id, acts)
             )
         return out
 
-    def reminders(self, first: int, count: int, due_at: list[int]) -> list[Generated]:
+    def reminders(
+        self, first: int, count: int, due_at: list[int], now_ms: int | None = None
+    ) -> list[Generated]:
         """``count`` reminder customers (``timer-<n>`` from ``first``), each arming one
-        timer due at ``due_at[k]``."""
-        now = int(time.time() * 1000)
+        timer due at ``due_at[k]``, published at ``now_ms`` (default: now)."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
         out = []
         for k in range(count):
             customer = f"timer-{first + k:07d}"

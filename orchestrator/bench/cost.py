@@ -1,0 +1,229 @@
+"""What one decision, one touchpoint and one fired timer cost, without Kafka: the
+steady measure to judge a change by.
+
+Wall time on these VMs swings by half within minutes (the same core loop ran at 75k and
+then 45k decisions/s), so a change of a few percent cannot be seen between two timed
+runs. The instructions the interpreter executes do not swing: under valgrind's
+callgrind the same run counts the same within a few hundredths of a percent. So::
+
+    python -m orchestrator.bench.cost                 # wall time per item, best of 3
+    python -m orchestrator.bench.cost --instructions  # instructions per item (valgrind)
+
+Three kinds, each over the benchmark's workload (50 journeys):
+
+- ``decision``: ``core.decide`` on a generated touchpoint, states kept in a dict;
+- ``touchpoint``: ``Processor.process`` on its encoded record, as the worker runs it
+  (8 partitions, batches of 20, each customer's state read and written back per batch)
+  over an in-memory partition backend;
+- ``timer``: one reminder firing through ``Processor.process`` (its state read, the
+  decision, the action and the journey transitions encoded) - the ``timer / touchpoint``
+  ratio is what the benchmark's ingestion slowdown while timers fire comes from.
+
+With ``--instructions`` each kind runs twice in a child under callgrind, once with and
+once without its measured part (same setup); the difference over the count is the
+figure, so the setup cancels out. Hash randomisation is pinned in the children: it
+moves dict and set layouts, and with them the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import gc
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+
+from orchestrator.bench.workload import Workload, WorkloadSpec, journeys_yaml
+from orchestrator.core.decide import decide
+from orchestrator.core.state import CustomerState
+from orchestrator.journey.catalog import Catalog
+from orchestrator.topics import Topics
+from orchestrator.worker import timers
+from orchestrator.worker.process import Incoming, Processor
+
+KINDS = ("decision", "touchpoint", "timer")
+PARTITIONS = 8
+BATCH = 20
+SPEC = WorkloadSpec(customers=2_000)
+#: The clock of every scenario: a fixed one, so that each run does the same work.
+NOW = 1_800_000_000_000
+
+
+class MemoryBackend:
+    """One partition's tables in memory (``worker.process.PartitionBackend``)."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, bytes] = {}
+        self.index: list[bytes] = []
+
+    def get_state(self, customer: str) -> bytes | None:
+        return self.states.get(customer)
+
+    def put_state(self, customer: str, value: bytes) -> None:
+        self.states[customer] = value
+
+    def delete_state(self, customer: str) -> None:
+        self.states.pop(customer, None)
+
+    def put_timer(self, index_key: bytes) -> None:
+        i = bisect.bisect_left(self.index, index_key)
+        if i == len(self.index) or self.index[i] != index_key:
+            self.index.insert(i, index_key)
+
+    def write(self, states: Sequence[tuple[str, bytes | None]], fired: Iterable[bytes]) -> None:
+        for customer, value in states:
+            if value is None:
+                self.states.pop(customer, None)
+            else:
+                self.states[customer] = value
+        for index_key in fired:
+            i = bisect.bisect_left(self.index, index_key)
+            if i < len(self.index) and self.index[i] == index_key:
+                del self.index[i]
+
+    def due_timers(self, now: int, limit: int) -> list[bytes]:
+        end = bisect.bisect_left(self.index, timers.upper_bound(now))
+        return self.index[: min(end, limit)]
+
+
+class _Worker:
+    """``Processor.process`` over in-memory partitions, fed as the worker feeds it."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.topics = Topics("cost")
+        self.processor = Processor(catalog, self.topics)
+        self.backends = [MemoryBackend() for _ in range(PARTITIONS)]
+
+    def feed(self, records: Sequence[tuple[bytes, bytes]], now: int) -> int:
+        """Process (key, value) touchpoints in per-partition batches; the outputs made."""
+        parts: list[list[Incoming]] = [[] for _ in range(PARTITIONS)]
+        for offset, (key, value) in enumerate(records):
+            p = zlib.crc32(key) % PARTITIONS
+            parts[p].append(Incoming(self.topics.touchpoints, p, offset, key, value))
+        out = 0
+        for start in range(0, max(map(len, parts)), BATCH):
+            for p, part in enumerate(parts):
+                if chunk := part[start : start + BATCH]:
+                    out += self._process(chunk, p, now)
+        return out
+
+    def fire(self, now: int) -> int:
+        """Fire every timer due by ``now``; the outputs made."""
+        return sum(self._process([], p, now) for p in range(PARTITIONS))
+
+    def _process(self, records: list[Incoming], partition: int, now: int) -> int:
+        backend = self.backends[partition]
+        result = self.processor.process(records, backend, now=now, defer_state=True)
+        result.apply_state()
+        return len(result.out)
+
+
+def scenario(kind: str, count: int) -> tuple[Callable[[], int], int]:
+    """The measured part of ``kind`` over ``count`` items, its setup done, and the
+    items it handles. The part returns the records it sent (decisions: the actions)."""
+    catalog = Catalog.from_yaml(journeys_yaml(SPEC))
+    now = NOW
+    if kind == "decision":
+        tps = [tp for tp, _ in Workload(SPEC, seed_offset=3).touchpoints(count, now)]
+        states: dict[str, CustomerState] = {}
+
+        def decisions() -> int:
+            actions = 0
+            for tp in tps:
+                c = tp.subject
+                d = decide(states.get(c), tp, catalog, customer_id=c)
+                states[c] = d.state
+                actions += len(d.actions)
+            return actions
+
+        return decisions, len(tps)
+    worker = _Worker(catalog)
+    if kind == "touchpoint":  # after as many, so that most customers have a state
+        generated = Workload(SPEC, seed_offset=3).encoded(2 * count, now)
+        worker.feed([(g.key, g.value) for g in generated[:count]], now)
+        records = [(g.key, g.value) for g in generated[count:]]
+        return lambda: worker.feed(records, now), len(records)
+    if kind == "timer":
+        due = now + 3_600_000
+        armed = Workload(SPEC).reminders(0, count, [due] * count, now)
+        worker.feed([(g.key, g.value) for g in armed], now)
+        return lambda: worker.fire(due), count
+    raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+
+
+def seconds_per_item(kind: str, count: int, repeats: int = 3) -> float:
+    """The best of ``repeats`` runs, each from fresh states, with the cyclic collector
+    paused as in the benchmark's core phase (the loop makes no cycles)."""
+    best = float("inf")
+    for _ in range(repeats):
+        run, items = scenario(kind, count)
+        gc.collect()
+        gc.disable()
+        try:
+            started = time.perf_counter()
+            run()
+            best = min(best, (time.perf_counter() - started) / items)
+        finally:
+            gc.enable()
+    return best
+
+
+def instructions_per_item(kind: str, count: int) -> float:
+    """Instructions per item under callgrind: (with - without the measured part) / count."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    counts = [_callgrind(valgrind, kind, count, measure) for measure in (True, False)]
+    return (counts[0] - counts[1]) / count
+
+
+def _callgrind(valgrind: str, kind: str, count: int, measure: bool) -> int:
+    cmd = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
+    cmd += ["-m", "orchestrator.bench.cost", "--child", kind, "--count", str(count)]
+    cmd += [] if measure else ["--setup-only"]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    found = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"callgrind run failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator.bench.cost",
+        description="Cost of one decision, touchpoint and fired timer, without Kafka.",
+    )
+    p.add_argument("--instructions", action="store_true", help="count instructions (valgrind)")
+    p.add_argument("--count", type=int, help="items per kind (default 4000, 500 under valgrind)")
+    p.add_argument("--kind", choices=KINDS, action="append", help="only these kinds")
+    p.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
+    p.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:  # one callgrind run: the scenario, with or without its measured part
+        run, items = scenario(args.child, args.count)
+        if not args.setup_only:
+            print(f"{items} {args.child}s: {run()} records out")
+        return 0
+    count = args.count or (500 if args.instructions else 4000)
+    per_item: dict[str, float] = {}
+    for kind in args.kind or KINDS:
+        if args.instructions:
+            per_item[kind] = instructions_per_item(kind, count)
+            print(f"{kind:<11} {per_item[kind]:>12,.0f} instructions", flush=True)
+        else:
+            per_item[kind] = seconds_per_item(kind, count)
+            print(f"{kind:<11} {per_item[kind] * 1e6:>9.1f} us", flush=True)
+    if "timer" in per_item and "touchpoint" in per_item:
+        print(f"a fired timer costs {per_item['timer'] / per_item['touchpoint']:.2f} touchpoints")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
