@@ -20,6 +20,7 @@ valid body. A writer appends the encoding of its value to a ``bytearray`` and ra
 
 from __future__ import annotations
 
+import keyword
 import linecache
 import struct
 from collections.abc import Callable, Collection, Mapping
@@ -272,6 +273,24 @@ def _write_long(value: Any, out: bytearray) -> None:
     out.append(n)
 
 
+#: The encodings of longs written lately. Writing a 6-byte varint (a timestamp) takes
+#: Python ~7,000 instructions and a look-up here ~300; and the records of one decision
+#: carry the same time (a fired reminder's action and three transitions all carry the
+#: firing time). Bounded: emptied when full.
+_LONGS: dict[int, bytes] = {}
+_LONGS_MAX = 4096
+
+
+def _long_bytes(value: int) -> bytes:
+    """The varint of ``value`` (an ``int``), remembered in ``_LONGS``."""
+    out = bytearray()
+    _write_long(value, out)
+    if len(_LONGS) >= _LONGS_MAX:
+        _LONGS.clear()
+    encoded = _LONGS[value] = bytes(out)
+    return encoded
+
+
 def _write_int(value: Any, out: bytearray) -> None:
     if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
         raise ValueError("an integer beyond 32 bits for an int")
@@ -328,9 +347,9 @@ _PRIMITIVE_WRITERS: Mapping[str, Writer] = {
 def writer(schema: Any, objects: Collection[str] = ()) -> Writer:
     """The writer of ``schema`` (a parsed schema, as ``fastavro.parse_schema`` gives).
 
-    Generated like ``reader``'s: records and maps in straight-line code, strings and
-    optional (null or one type) values inline, each field in a ``try`` that names it
-    in the error. A union of several types goes through ``_union_writer``, which
+    Generated like ``reader``'s: records and maps in straight-line code, strings,
+    one-byte integers and optional (null or one type) values inline, other longs from
+    a memo (``_LONGS``), each field in a ``try`` that names it in the error. A union of several types goes through ``_union_writer``, which
     tries the branches a value may take in order.
 
     The records named in ``objects`` (full names) are read as attributes of an object
@@ -342,6 +361,8 @@ def writer(schema: Any, objects: Collection[str] = ()) -> Writer:
     namespace: dict[str, Any] = {
         "Mapping": Mapping,
         "_MISSING": _MISSING,
+        "_LONGS": _LONGS,
+        "_long_bytes": _long_bytes,
         **{f"_write_{kind}": w for kind, w in _PRIMITIVE_WRITERS.items()},
         **source.constants,
     }
@@ -361,6 +382,20 @@ class _WriterSource(_Source):
     def _primitive(self, kind: str, d: int, value: str) -> None:
         if kind == "string":
             self._string(d, value)
+        elif kind == "int":
+            # Versions, counts, priorities: one byte, written inline.
+            self.line(d, f"if type({value}) is int and -64 <= {value} < 64:")
+            self.line(d + 1, f"out.append(({value} << 1) ^ ({value} >> 7))")
+            self.line(d, "else:")
+            self.line(d + 1, f"_write_int({value}, out)")
+        elif kind == "long":
+            # Small ones inline; timestamps from the memo (see ``_long_bytes``).
+            self.line(d, f"if type({value}) is not int:")
+            self.line(d + 1, f"_write_long({value}, out)")
+            self.line(d, f"elif -64 <= {value} < 64:")
+            self.line(d + 1, f"out.append(({value} << 1) ^ ({value} >> 7))")
+            self.line(d, "else:")
+            self.line(d + 1, f"out += _LONGS.get({value}) or _long_bytes({value})")
         elif kind == "null":
             self.line(d, f"if {value} is not None:")
             self.line(d + 1, f"raise TypeError(f'expected null, got {{type({value}).__name__}}')")
@@ -372,10 +407,11 @@ class _WriterSource(_Source):
         self.line(d, f"if type({value}) is not str and not isinstance({value}, str):")
         self.line(d + 1, f"raise TypeError(f'expected a string, got {{type({value}).__name__}}')")
         self.line(d, f"raw = {value}.encode()")
-        self.line(d, "if len(raw) < 0x40:")
-        self.line(d + 1, "out.append(len(raw) << 1)")
+        self.line(d, "size = len(raw)")
+        self.line(d, "if size < 0x40:")
+        self.line(d + 1, "out.append(size << 1)")
         self.line(d, "else:")
-        self.line(d + 1, "_write_long(len(raw), out)")
+        self.line(d + 1, "_write_long(size, out)")
         self.line(d, "out += raw")
 
     def _mapping(self, d: int, value: str, what: str) -> None:
@@ -386,7 +422,11 @@ class _WriterSource(_Source):
         if record in self._objects:
             for f in fields:
                 item = self.local("v")
-                self.line(d, f"{item} = getattr({value}, {f['name']!r})")
+                name = f["name"]
+                if name.isidentifier() and not keyword.iskeyword(name):
+                    self.line(d, f"{item} = {value}.{name}")
+                else:  # a field named ``from``, say
+                    self.line(d, f"{item} = getattr({value}, {name!r})")
                 self._field(f["name"], d, item, f["type"])
             return
         self._mapping(d, value, "a record (mapping)")

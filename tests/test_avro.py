@@ -240,3 +240,50 @@ def test_a_field_of_the_wrong_type_in_an_object_is_named():
     t = JourneyTransition("c", "j", 1, "j#1", "entered", None, None, occurred_at="soon")
     with pytest.raises(TypeError, match="occurred_at"):
         wire.encode_transition(t)
+
+
+INTEGERS = {
+    "type": "record",
+    "name": "N",
+    "fields": [
+        {"name": "i", "type": "int"},
+        {"name": "from", "type": "long"},  # a Python keyword: read with getattr
+    ],
+}
+
+
+@pytest.mark.parametrize("n", [0, 1, -1, 63, -64, 64, -65, 2**31 - 1, -(2**31), True, False])
+def test_integers_at_the_edges_of_the_one_byte_inline_path_are_fastavros_bytes(n):
+    parsed = fastavro.parse_schema(INTEGERS)
+    record = {"i": n, "from": n}
+    assert _ours(parsed, record) == _fastavro_bytes(parsed, record)
+
+    class Obj:
+        pass
+
+    obj = Obj()
+    obj.i = n
+    setattr(obj, "from", n)
+    out = bytearray()
+    avro.writer(parsed, objects={"N"})(obj, out)
+    assert bytes(out) == _fastavro_bytes(parsed, record)
+
+
+@pytest.mark.parametrize("n", [2**31, -(2**31) - 1, 1.5, "1"])
+def test_an_int_out_of_range_or_not_an_integer_is_refused_by_name(n):
+    with pytest.raises((TypeError, ValueError), match=r"^i: "):
+        _ours(fastavro.parse_schema(INTEGERS), {"i": n, "from": 0})
+
+
+def test_longs_come_from_a_bounded_memo_with_the_bytes_fastavro_writes():
+    """Timestamps repeat across the records of one decision: their encodings are
+    remembered (``avro._LONGS``), never more than ``_LONGS_MAX`` of them."""
+    parsed = "long"
+    values = [1_800_000_000_000 + n * 7_919 for n in range(avro._LONGS_MAX + 500)]
+    for value in [*values, *values[:10], -(2**63), 2**63 - 1]:
+        assert _ours(parsed, value) == _fastavro_bytes(parsed, value)
+        assert len(avro._LONGS) <= avro._LONGS_MAX
+    assert avro._LONGS[2**63 - 1] == _fastavro_bytes(parsed, 2**63 - 1)
+    with pytest.raises(ValueError, match="beyond 64 bits"):
+        _ours(parsed, 2**63)
+    assert 2**63 not in avro._LONGS
