@@ -349,8 +349,9 @@ def writer(schema: Any, objects: Collection[str] = ()) -> Writer:
 
     Generated like ``reader``'s: records and maps in straight-line code, strings,
     one-byte integers and optional (null or one type) values inline, other longs from
-    a memo (``_LONGS``), each field in a ``try`` that names it in the error. A union of several types goes through ``_union_writer``, which
-    tries the branches a value may take in order.
+    a memo (``_LONGS``), each field in a ``try`` that names it in the error. A union
+    of several types goes through ``_union_writer``, which tries the branches a value
+    may take in order.
 
     The records named in ``objects`` (full names) are read as attributes of an object
     (each field an attribute, none defaulted) rather than keys of a mapping: a caller
