@@ -105,7 +105,7 @@ class _Worker:
         parts: list[list[Incoming]] = [[] for _ in range(PARTITIONS)]
         for offset, (key, value) in enumerate(records):
             p = zlib.crc32(key) % PARTITIONS
-            parts[p].append(Incoming(self.topics.touchpoints, p, offset, key, value))
+            parts[p].append(Incoming(self.topics.touchpoints, p, offset, key, value, now))
         out = 0
         for start in range(0, max(map(len, parts)), BATCH):
             for p, part in enumerate(parts):

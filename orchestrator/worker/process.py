@@ -168,9 +168,15 @@ class Processor:
         if records:  # not the partitions that only had their timers looked at
             metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
         done = time.time()
-        for rec in records:
-            if rec.timestamp_ms and rec.topic != self.topics.ticks:
-                metrics.EVENT_LAG_SECONDS.observe(max(0.0, done - rec.timestamp_ms / 1000))
+        ticks = self.topics.ticks
+        metrics.observe_all(
+            metrics.EVENT_LAG_SECONDS,
+            [
+                max(0.0, done - rec.timestamp_ms / 1000)
+                for rec in records
+                if rec.timestamp_ms and rec.topic != ticks
+            ],
+        )
         return result
 
     def _touchpoint(self, batch: _Batch, rec: Incoming, result: BatchResult) -> None:
@@ -304,7 +310,8 @@ class Processor:
             batch.fired.add(index_key)
             fired += 1
             batch.tally.add(metrics.TIMERS_FIRED)
-            metrics.TIMER_LATENESS_SECONDS.observe(max(0, max(now, observed_at) - due_at) / 1000)
+            late = max(0, max(now, observed_at) - due_at) / 1000
+            batch.tally.observe(metrics.TIMER_LATENESS_SECONDS, late)
             state = batch.state(customer)
             if state is None:
                 continue  # erased (or never stored): nothing left to act on
