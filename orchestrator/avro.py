@@ -383,20 +383,18 @@ class _WriterSource(_Source):
     def _primitive(self, kind: str, d: int, value: str) -> None:
         if kind == "string":
             self._string(d, value)
-        elif kind == "int":
-            # Versions, counts, priorities: one byte, written inline.
-            self.line(d, f"if type({value}) is int and -64 <= {value} < 64:")
-            self.line(d + 1, f"out.append(({value} << 1) ^ ({value} >> 7))")
-            self.line(d, "else:")
-            self.line(d + 1, f"_write_int({value}, out)")
-        elif kind == "long":
-            # Small ones inline; timestamps from the memo (see ``_long_bytes``).
+        elif kind in ("int", "long"):
+            # Versions, counts, priorities: one byte, inline. Timestamps: from the memo
+            # (``_long_bytes``). Anything else is checked by ``_write_int``/``_write_long``.
             self.line(d, f"if type({value}) is not int:")
-            self.line(d + 1, f"_write_long({value}, out)")
+            self.line(d + 1, f"_write_{kind}({value}, out)")
             self.line(d, f"elif -64 <= {value} < 64:")
             self.line(d + 1, f"out.append(({value} << 1) ^ ({value} >> 7))")
             self.line(d, "else:")
-            self.line(d + 1, f"out += _LONGS.get({value}) or _long_bytes({value})")
+            if kind == "long":
+                self.line(d + 1, f"out += _LONGS.get({value}) or _long_bytes({value})")
+            else:  # its range checked
+                self.line(d + 1, f"_write_int({value}, out)")
         elif kind == "null":
             self.line(d, f"if {value} is not None:")
             self.line(d + 1, f"raise TypeError(f'expected null, got {{type({value}).__name__}}')")

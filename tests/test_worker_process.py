@@ -2,50 +2,16 @@
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Sequence
-
 from journey_fixtures import catalog_from_yaml, touchpoint
 
 from orchestrator import wire
+from orchestrator.bench.cost import MemoryBackend
 from orchestrator.core.state import CustomerState
 from orchestrator.topics import Topics
 from orchestrator.worker import timers
 from orchestrator.worker.process import Incoming, Processor
 
 TOPICS = Topics("unit")
-
-
-class MemoryBackend:
-    def __init__(self) -> None:
-        self.states: dict[str, bytes] = {}
-        self.index: list[bytes] = []
-
-    def get_state(self, customer: str) -> bytes | None:
-        return self.states.get(customer)
-
-    def put_state(self, customer: str, value: bytes) -> None:
-        self.states[customer] = value
-
-    def delete_state(self, customer: str) -> None:
-        self.states.pop(customer, None)
-
-    def put_timer(self, index_key: bytes) -> None:
-        if index_key not in self.index:
-            bisect.insort(self.index, index_key)
-
-    def write(self, states: Sequence[tuple[str, bytes | None]], fired: Iterable[bytes]) -> None:
-        for customer, value in states:
-            if value is None:
-                self.states.pop(customer, None)
-            else:
-                self.states[customer] = value
-        for index_key in fired:
-            self.index.remove(index_key)
-
-    def due_timers(self, now: int, limit: int) -> list[bytes]:
-        upper = timers.upper_bound(now)
-        return [k for k in self.index if k < upper][:limit]
 
 
 def _rec(value: bytes, offset: int = 0, key: bytes | None = b"k") -> Incoming:
