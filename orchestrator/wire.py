@@ -15,7 +15,7 @@ import dataclasses
 import io
 import json
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -94,19 +94,43 @@ class Codec:
     """Encodes with one (current) schema; decodes anything written by a known schema
     of the same record name, resolving to the current one."""
 
-    def __init__(self, schema: Schema, known: SchemaSet, objects: Collection[str] = ()) -> None:
-        """``objects``: the records nested in the schema's that ``encode_object`` reads
-        as dataclasses too (full names); the schema's own record always is one."""
+    def __init__(
+        self,
+        schema: Schema,
+        known: SchemaSet,
+        types: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
+        """``types``: per record (full name: the schema's own, and any held directly by
+        a field of it), what ``decode_object`` makes of it - a dataclass, or a function
+        called with its fields in schema order - and what ``encode_object`` reads its
+        fields from (attributes). Made and read straight from and into the bytes: no
+        dict is built only to be read back."""
         self.schema = schema
         self.known = known
         known.register(schema)
         self._header = MAGIC + schema.fingerprint
+        self._types = dict(types or {})
+        self._records = _records(schema.parsed)
+        for name, made in self._types.items():
+            if name not in self._records:
+                raise ValueError(
+                    f"{name} is not a record held directly by a field of {schema.name}"
+                )
+            if isinstance(made, type):
+                _fields_in_schema_order(self._records[name], made)
         # The schema's own records take the specialised path (orchestrator/avro.py).
         self._read: avro.Reader | None = _or_none(avro.reader, schema.parsed)
         self._write: avro.Writer | None = _or_none(avro.writer, schema.parsed)
-        self._write_object: avro.Writer | None = _or_none(
-            lambda parsed: avro.writer(parsed, objects={schema.name, *objects}), schema.parsed
+        self._read_object: avro.Reader | None = _or_none(
+            lambda parsed: avro.reader(parsed, build=self._types), schema.parsed
         )
+        self._write_object: avro.Writer | None = _or_none(
+            lambda parsed: avro.writer(parsed, objects={schema.name, *self._types}), schema.parsed
+        )
+
+    def record(self, name: str) -> Mapping[str, Any]:
+        """The parsed schema of record ``name`` (full name), this one or one it holds."""
+        return self._records[name]
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         if self._write is None:
@@ -130,6 +154,23 @@ class Codec:
 
     def decode(self, data: bytes) -> dict[str, Any]:
         return self.read(data, self._read, _record)
+
+    def decode_object(self, data: bytes) -> Any:
+        """``decode`` as ``types`` makes the record (see ``__init__``)."""
+        return self.read(data, self._read_object, self._made)
+
+    def _made(self, value: Any, schema: Mapping[str, Any] | None = None) -> Any:
+        """A record of fastavro's (a dict) as ``types`` makes it, and the records held
+        by its fields."""
+        schema = schema or self.schema.parsed
+        fields = []
+        for f in schema["fields"]:
+            item = _record(value)[f["name"]]
+            kind = f["type"]
+            if isinstance(kind, dict) and kind.get("name") in self._types:
+                item = self._made(item, kind)
+            fields.append(item)
+        return self._types[schema["name"]](*fields)
 
     def read(self, data: bytes, reader: avro.Reader | None, convert: Callable[[Any], T]) -> T:
         """``data``'s record as ``reader`` (a reader of this codec's schema) gives it
@@ -176,6 +217,15 @@ class Codec:
         return writer
 
 
+def _records(schema: Any) -> dict[str, Mapping[str, Any]]:
+    """The record ``schema`` is (parsed), and those its fields hold directly, by name."""
+    found = {schema["name"]: schema}
+    for f in schema["fields"]:
+        if isinstance(f["type"], dict) and f["type"].get("type") == "record":
+            found.update(_records(f["type"]))
+    return found
+
+
 def _record(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise DecodeError("Avro body is not a record")
@@ -195,28 +245,13 @@ def load_schema(filename: str) -> Schema:
         return Schema.from_json(json.load(fh))
 
 
-KNOWN = SchemaSet()
-TOUCHPOINT = Codec(load_schema("touchpoint.avsc"), KNOWN, objects={"rota.v1.Context"})
-ACTION = Codec(load_schema("next_best_action.avsc"), KNOWN)
-DEADLETTER = Codec(load_schema("deadletter.avsc"), KNOWN)
-TRANSITION = Codec(load_schema("journey_transition.avsc"), KNOWN)
-
-
-def encode_touchpoint(tp: Touchpoint) -> bytes:
-    return TOUCHPOINT.encode_object(tp)
-
-
-def decode_touchpoint(data: bytes) -> Touchpoint:
-    tp = TOUCHPOINT.read(data, _READ_TOUCHPOINT, _touchpoint_of)
-    if not tp.customer_id and not tp.anonymous_id:
-        raise DecodeError(f"touchpoint {tp.event_id!r} has neither customer_id nor anonymous_id")
-    return tp
-
-
-def _touchpoint_of(d: Mapping[str, Any]) -> Touchpoint:
-    """A touchpoint resolved from another version of the schema (fastavro's dict)."""
-    context = _shared_context(*(d["context"][f] for f in Context.__slots__))
-    return Touchpoint(**{**d, "context": context})
+def _fields_in_schema_order(schema: Mapping[str, Any], cls: type) -> None:
+    """A record is made by calling its type with the fields in schema order: checked
+    once, at import, so that a dataclass and its schema cannot drift apart silently."""
+    names = [f["name"] for f in schema["fields"]]
+    fields = [f.name for f in dataclasses.fields(cls)]
+    if names != fields:
+        raise RuntimeError(f"{cls.__name__} fields {fields} differ from the schema's {names}")
 
 
 #: Contexts seen lately, shared: a channel's events repeat a few of them (locale, time
@@ -234,23 +269,33 @@ def _shared_context(*where: str | None) -> Context:
     return context
 
 
-def _fields_in_schema_order(schema: Mapping[str, Any], cls: type) -> None:
-    names = [f["name"] for f in schema["fields"]]
-    fields = [f.name for f in dataclasses.fields(cls)]
-    if names != fields:
-        raise RuntimeError(f"{cls.__name__} fields {fields} differ from the schema's {names}")
+KNOWN = SchemaSet()
+TOUCHPOINT = Codec(
+    load_schema("touchpoint.avsc"),
+    KNOWN,
+    types={"rota.v1.Touchpoint": Touchpoint, "rota.v1.Context": _shared_context},
+)
+# _shared_context makes Contexts from the fields in schema order, like a dataclass.
+_fields_in_schema_order(TOUCHPOINT.record("rota.v1.Context"), Context)
+ACTION = Codec(
+    load_schema("next_best_action.avsc"), KNOWN, types={"rota.v1.NextBestAction": NextBestAction}
+)
+TRANSITION = Codec(
+    load_schema("journey_transition.avsc"),
+    KNOWN,
+    types={"rota.v1.JourneyTransition": JourneyTransition},
+)
 
 
-# The touchpoint's reader builds the Touchpoint (and its shared Context) directly from
-# the fields it reads, in schema order - which the records keep.
-_fields_in_schema_order(TOUCHPOINT.schema.source, Touchpoint)
-_fields_in_schema_order(
-    next(f["type"] for f in TOUCHPOINT.schema.source["fields"] if f["name"] == "context"), Context
-)
-_READ_TOUCHPOINT = avro.reader(
-    TOUCHPOINT.schema.parsed,
-    build={"rota.v1.Touchpoint": Touchpoint, "rota.v1.Context": _shared_context},
-)
+def encode_touchpoint(tp: Touchpoint) -> bytes:
+    return TOUCHPOINT.encode_object(tp)
+
+
+def decode_touchpoint(data: bytes) -> Touchpoint:
+    tp: Touchpoint = TOUCHPOINT.decode_object(data)
+    if not tp.customer_id and not tp.anonymous_id:
+        raise DecodeError(f"touchpoint {tp.event_id!r} has neither customer_id nor anonymous_id")
+    return tp
 
 
 def encode_action(action: NextBestAction) -> bytes:
@@ -258,7 +303,8 @@ def encode_action(action: NextBestAction) -> bytes:
 
 
 def decode_action(data: bytes) -> NextBestAction:
-    return NextBestAction(**ACTION.decode(data))
+    action: NextBestAction = ACTION.decode_object(data)
+    return action
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,12 +326,16 @@ class DeadLetter:
         return cls(failed_at=int(time.time() * 1000), **fields)
 
 
+DEADLETTER = Codec(load_schema("deadletter.avsc"), KNOWN, types={"rota.v1.DeadLetter": DeadLetter})
+
+
 def encode_deadletter(dl: DeadLetter) -> bytes:
     return DEADLETTER.encode_object(dl)
 
 
 def decode_deadletter(data: bytes) -> DeadLetter:
-    return DeadLetter(**DEADLETTER.decode(data))
+    dl: DeadLetter = DEADLETTER.decode_object(data)
+    return dl
 
 
 def encode_transition(t: JourneyTransition) -> bytes:
@@ -293,4 +343,5 @@ def encode_transition(t: JourneyTransition) -> bytes:
 
 
 def decode_transition(data: bytes) -> JourneyTransition:
-    return JourneyTransition(**TRANSITION.decode(data))
+    transition: JourneyTransition = TRANSITION.decode_object(data)
+    return transition
