@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from orchestrator.bench import cost
+from orchestrator.bench.workload import Workload
 from orchestrator.worker import timers
 
 
@@ -18,11 +19,16 @@ def test_the_timer_scenario_fires_every_armed_reminder_once_with_its_action_and_
     assert run() == 0  # all fired: none is due again
 
 
-def test_the_touchpoint_scenario_decides_over_customers_that_already_have_a_state():
+def test_the_touchpoint_scenario_decides_over_customers_that_mostly_have_a_state():
     run, items = cost.scenario("touchpoint", 300)
     assert items == 300
     out = run()
     assert 0 < out < 3 * items  # actions and transitions of a tenth or so of the events
+    generated = Workload(cost.SPEC, seed_offset=3).encoded(cost.WARM + 300, cost.NOW)
+    warm, measured = cost.split_warm([g.key for g in generated])
+    assert len(measured) == 300
+    known = set(warm)
+    assert 0.55 <= sum(key in known for key in measured) / 300 <= 0.75  # e^-1 are new
 
 
 def test_the_decision_scenario_makes_the_workloads_share_of_actions():
