@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
+import pytest
+
 from orchestrator.core.decide import Decision, decide
 from orchestrator.core.decision import TimerFired
 from orchestrator.core.state import RECENT_ACTIONS, CustomerState
@@ -454,7 +456,7 @@ done: {type: end}
 
 #: Format 1 as written before ``state._encode`` was rewritten (every field set): states
 #: already in RocksDB and changelogs are these bytes and must read back unchanged.
-STORED_STATE = (
+STORED_STATE_V1 = (
     b'{"a":[["a1","j","s","email",2,"r","arm-1",true],["a0","j","s","sms",1,"r"]],"c":'
     b'"c1","ct":{"*":[1,2],"email":[2]},"e":[["e1",1],["e2",3]],"h":{"j":[1,1,null]},"'
     b'i":[["j",2,"j#1","w",1,2,"B",{"s":1,"w":1},"j#1:1",99,2,"a1"]],"id":["anon:v1"],'
@@ -467,18 +469,47 @@ STORED_STATE = (
     b'step":"s","template":"t","trigger_event_id":"e1"},"marketing","drop"]],"si":{"k"'
     b':1000},"v":1}'
 )
+#: The same state in format 2, as ``to_bytes`` writes it: a change to these bytes is a
+#: change of format (a new ``state.FORMAT``, the old one still read).
+STORED_STATE_V2 = (
+    b'[2,"c1",[{"email":"a@b","vip":true},{"Go":2},{"Go":3},{"web":3},1,3,1,20.5,9.0,4.5'
+    b',2.0,"purchase","Europe/Paris",["sms"],"fr-FR",{"web":[1.5,3]},{"sms":["unsubscri'
+    b'bed","sms",3]}],[["j",2,"j#1","w",1,2,"B",{"s":1,"w":1},"j#1:1",99,2,"a1"]],{"j":'
+    b'[1,1,null]},{"k":1000},{"e1":1,"e2":3},[["a1","j","s","email",2,"r","arm-1",true]'
+    b',["a0","j","s","sms",1,"r",null,false]],[[{"action_id":"a1","customer_id":"c1","'
+    b'journey_id":"j","journey_version":2,"instance_id":"j#1","step":"s","channel":"ema'
+    b'il","created_at":"1970-01-01T00:00:00.005Z","template":"t","payload":{"first_name'
+    b'":"Ada"},"priority":1,"reason":"r","trigger_event_id":"e1"},"marketing","drop"]],'
+    b'{"*":[1,2],"email":[2]},["anon:v1"]]'
+)
 
 
-def test_a_stored_state_with_every_field_reads_back_and_writes_the_same_bytes():
-    state = CustomerState.from_bytes(STORED_STATE)
-    assert state.to_bytes() == STORED_STATE
+@pytest.mark.parametrize("stored", [STORED_STATE_V1, STORED_STATE_V2], ids=["v1", "v2"])
+def test_a_stored_state_with_every_field_reads_back_and_is_written_in_the_current_format(
+    stored: bytes,
+):
+    state = CustomerState.from_bytes(stored)
+    assert state.to_bytes() == STORED_STATE_V2
+    assert CustomerState.from_bytes(STORED_STATE_V2) == state
     assert state.profile.engagement == {"web": (1.5, 3)}
     assert state.profile.consent == {"sms": ("unsubscribed", "sms", 3)}
+    assert state.profile.unsubscribed == ("sms",) and state.profile.nps == 9.0
     assert state.sent[0].arm == "arm-1" and state.sent[0].won and state.sent[1].arm is None
     assert state.contacts == {"*": (1, 2), "email": (2,)}
     assert state.pending[0].action.payload == {"first_name": "Ada"}
     assert state.instances[0].visits == {"s": 1, "w": 1}
     assert state.history["j"].last_exit_at is None
+    assert list(state.seen) == ["e1", "e2"]  # oldest first, in both formats
+    assert state.identities == ("anon:v1",)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"1", b'{"$bandits": [1, 2]}', b'{"v": 3, "c": "c1"}', b'[3, "c1"]', b"[2]", b'"x"'],
+)
+def test_bytes_that_are_no_known_customer_state_are_refused(raw: bytes):
+    with pytest.raises(ValueError, match="not a customer state in a known format"):
+        CustomerState.from_bytes(raw)
 
 
 def test_state_round_trips_through_bytes_deterministically():
