@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.core.decide import Decision, decide
 from orchestrator.core.decision import TimerFired
-from orchestrator.core.state import RECENT_ACTIONS, CustomerState
+from orchestrator.core.state import RECENT_ACTIONS, CustomerState, History, _stored_by_position
 from orchestrator.journey.catalog import Catalog, DedupWindow
 from orchestrator.records import Context, Touchpoint, parse_time
 
@@ -510,6 +510,12 @@ def test_a_stored_state_with_every_field_reads_back_and_is_written_in_the_curren
 def test_bytes_that_are_no_known_customer_state_are_refused(raw: bytes):
     with pytest.raises(ValueError, match="not a customer state in a known format"):
         CustomerState.from_bytes(raw)
+
+
+def test_fields_stored_by_position_are_checked_against_their_class():
+    _stored_by_position(History, "entries", "last_entry_at", "last_exit_at")
+    with pytest.raises(RuntimeError, match="History fields"):
+        _stored_by_position(History, "entries", "last_exit_at", "last_entry_at")
 
 
 def test_state_round_trips_through_bytes_deterministically():
