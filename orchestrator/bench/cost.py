@@ -14,7 +14,8 @@ Three kinds, each over the benchmark's workload (50 journeys):
 - ``decision``: ``core.decide`` on a generated touchpoint, states kept in a dict;
 - ``touchpoint``: ``Processor.process`` on its encoded record, as the worker runs it
   (8 partitions, batches of 20, each customer's state read and written back per batch)
-  over an in-memory partition backend;
+  over an in-memory partition backend - both after a warm-up (``WARM``), so that most
+  touchpoints find their customer's state, as in the benchmark;
 - ``timer``: one reminder firing through ``Processor.process`` (its state read, the
   decision, the action and the journey transitions encoded) - the ``timer / touchpoint``
   ratio is what the benchmark's ingestion slowdown while timers fire comes from.
