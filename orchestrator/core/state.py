@@ -297,34 +297,21 @@ def _decode(row: list[Any]) -> CustomerState:
     )
 
 
-# Format 1, read only.
+# Format 1, read only: its object (short keys, defaults left out, the de-duplication
+# window as pairs) is rearranged as the row of format 2 and read as one.
 
 
 def _decode_v1(d: dict[str, Any]) -> CustomerState:
-    p = d.get("p", _EMPTY)
-    get = p.get
-    engagement = get("en")
-    consent = get("cs")
-    profile = Profile(
+    get = d.get("p", _EMPTY).get
+    profile = [
         get("tr", {}), get("n", {}), get("la", {}), get("ls", {}), get("fs"), get("le"),
         get("oc", 0), get("ts", 0.0), get("nps"), get("csat"), get("ces"), get("st"),
-        get("tz"), tuple(get("un", ())), get("lc"),
-        {k: (v[0], v[1]) for k, v in engagement.items()} if engagement else {},
-        {k: (v[0], v[1], v[2]) for k, v in consent.items()} if consent else {},
+        get("tz"), get("un", ()), get("lc"), get("en", {}), get("cs", {}),
+    ]  # fmt: skip
+    return _decode(
+        [
+            1, d["c"], profile, d.get("i", ()), d.get("h", {}), d.get("si", {}),
+            dict(d.get("e", ())), d.get("a", ()), d.get("pd", ()), d.get("ct", {}),
+            d.get("id", ()),
+        ]
     )  # fmt: skip
-    history = d.get("h")
-    sent = d.get("a")
-    pending = d.get("pd")
-    contacts = d.get("ct")
-    return CustomerState(
-        d["c"],
-        profile,
-        tuple(Instance(*row) for row in d["i"]) if "i" in d else (),
-        {k: History(*v) for k, v in history.items()} if history else {},
-        d.get("si", {}),
-        dict(d["e"]) if "e" in d else {},
-        tuple(SentAction(*row) for row in sent) if sent else (),
-        tuple(Pending(NextBestAction.from_json(a), c, i) for a, c, i in pending) if pending else (),
-        {scope: tuple(times) for scope, times in contacts.items()} if contacts else {},
-        tuple(d.get("id", ())),
-    )
