@@ -15,7 +15,7 @@ shared between touchpoints and stays frozen.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, TypeVar
@@ -51,6 +51,16 @@ TOUCHPOINT_TYPES: tuple[str, ...] = (
     "group",
     "outcome",
 )
+
+
+def require_fields(cls: type, names: Sequence[str], source: str) -> None:
+    """Refuse (``RuntimeError``) a dataclass whose fields are not ``names``, in order.
+    For the classes built from or stored as their fields by position - an Avro
+    schema's records, the customer state's parts - so that a class and what it is read
+    from cannot drift apart silently. Called once, at import."""
+    found = [f.name for f in dataclasses.fields(cls)]
+    if found != list(names):
+        raise RuntimeError(f"{cls.__name__} fields {found} differ from {source} {list(names)}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from orchestrator import avro
 from orchestrator.analytics import JourneyTransition
-from orchestrator.records import Context, NextBestAction, Touchpoint
+from orchestrator.records import Context, NextBestAction, Touchpoint, require_fields
 
 T = TypeVar("T")
 MAGIC = b"\xc3\x01"
@@ -246,12 +246,8 @@ def load_schema(filename: str) -> Schema:
 
 
 def _fields_in_schema_order(schema: Mapping[str, Any], cls: type) -> None:
-    """A record is made by calling its type with the fields in schema order: checked
-    once, at import, so that a dataclass and its schema cannot drift apart silently."""
-    names = [f["name"] for f in schema["fields"]]
-    fields = [f.name for f in dataclasses.fields(cls)]
-    if names != fields:
-        raise RuntimeError(f"{cls.__name__} fields {fields} differ from the schema's {names}")
+    """A record is made by calling its type with the fields in schema order."""
+    require_fields(cls, [f["name"] for f in schema["fields"]], "the schema's")
 
 
 #: Contexts seen lately, shared: a channel's events repeat a few of them (locale, time

@@ -14,12 +14,12 @@ writes the same bytes); ``from_bytes`` reads every format written so far.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from orchestrator.records import NextBestAction, Scalar
+from orchestrator.records import NextBestAction, Scalar, require_fields
 
 #: The format ``to_bytes`` writes. 1 (a JSON object of short keys, absent defaults left
 #: out) is still read: a stored state is rewritten in this format when its customer's
@@ -218,11 +218,9 @@ _SLOTS = 11
 
 
 def _stored_by_position(cls: type, *names: str) -> None:
-    """A field added, removed or moved in ``cls`` would misread every stored state (such
-    a change needs a new format): checked once, at import."""
-    found = tuple(f.name for f in fields(cls))
-    if found != names:
-        raise RuntimeError(f"{cls.__name__} fields {found} differ from the stored {names}")
+    """A field added, removed or moved in ``cls`` would misread every stored state: such
+    a change needs a new format."""
+    require_fields(cls, names, "the stored")
 
 
 _stored_by_position(
