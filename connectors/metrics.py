@@ -7,7 +7,9 @@ collide with the worker's ``rota_deadletter_total`` when both run in one process
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # as the worker's (orchestrator/metrics.py): no *_created series
 
 ACTIONS_CONSUMED = Counter(
     "rota_connector_actions_consumed",
