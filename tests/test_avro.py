@@ -287,3 +287,27 @@ def test_longs_come_from_a_bounded_memo_with_the_bytes_fastavro_writes():
     with pytest.raises(ValueError, match="beyond 64 bits"):
         _ours(parsed, 2**63)
     assert 2**63 not in avro._LONGS
+
+
+#: Around each power of 2**7: the values whose varints change length there.
+_EDGES = sorted({s * (2**k + d) for k in range(0, 63, 7) for d in (-1, 0) for s in (1, -1)})
+
+
+@pytest.mark.parametrize("n", [*_EDGES, 2**63 - 1, -(2**63)])
+def test_longs_of_every_varint_length_read_back(n):
+    """``_read_long`` is unrolled byte by byte: each length from 1 to 10 bytes."""
+    body = _fastavro_bytes("long", n)
+    assert avro.reader("long")(body + b"\x00", 0) == (n, len(body))
+
+
+def test_malformed_lengths_varints_and_branches_are_refused_with_where():
+    with pytest.raises(ValueError, match="varint longer than 10 bytes"):
+        avro.reader("long")(b"\xff" * 10 + b"\x01", 0)
+    with pytest.raises(ValueError, match="negative length -1 at byte 1"):
+        avro.reader("string")(b"\x01abc", 0)
+    with pytest.raises(ValueError, match="length 63 at byte 1 runs past the end"):
+        avro.reader("string")(b"\x7eabc", 0)
+    union = fastavro.parse_schema(["null", "long", "string"])
+    assert avro.reader(union)(b"\x04\x02a", 0) == ("a", 3)
+    with pytest.raises(ValueError, match="union branch byte 6 at 0 out of range"):
+        avro.reader(union)(b"\x06", 0)
