@@ -347,6 +347,9 @@ def _write_null(value: Any, out: bytearray) -> None:
         raise TypeError(f"expected null, got {type(value).__name__}")
 
 
+#: What a shared prefix (``writer``) may hold: immutable, so one object, one encoding.
+_SHAREABLE = frozenset({"null", "string", "int", "long"})
+
 _PRIMITIVE_WRITERS: Mapping[str, Writer] = {
     "null": _write_null,
     "boolean": _write_boolean,
@@ -358,7 +361,7 @@ _PRIMITIVE_WRITERS: Mapping[str, Writer] = {
 }
 
 
-def writer(schema: Any, objects: Collection[str] = ()) -> Writer:
+def writer(schema: Any, objects: Collection[str] = (), shared_prefix: int = 0) -> Writer:
     """The writer of ``schema`` (a parsed schema, as ``fastavro.parse_schema`` gives).
 
     Generated like ``reader``'s: records and maps in straight-line code, strings,
@@ -369,8 +372,15 @@ def writer(schema: Any, objects: Collection[str] = ()) -> Writer:
 
     The records named in ``objects`` (full names) are read as attributes of an object
     (each field an attribute, none defaulted) rather than keys of a mapping: a caller
-    holding a dataclass then builds no dict only for it to be written."""
-    source = _WriterSource(objects)
+    holding a dataclass then builds no dict only for it to be written.
+
+    ``shared_prefix``: the first fields of the record (strings, ints, longs, null or an
+    optional one of these), encoded once for consecutive records whose values there
+    are the same objects - the journey transitions of one decision share customer,
+    journey, version and instance."""
+    if shared_prefix and not (isinstance(schema, dict) and schema.get("type") == "record"):
+        raise ValueError("a shared prefix is the first fields of a record")
+    source = _WriterSource(objects, shared_prefix)
     source.line(0, "def write(value, out):")
     source.node(schema, 1, "value")
     namespace: dict[str, Any] = {
@@ -391,9 +401,10 @@ class _WriterSource(_Source):
     value in a local to ``out``; values the code cannot spell (field defaults, union
     writers) are constants ``K<n>`` of its namespace."""
 
-    def __init__(self, objects: Collection[str]) -> None:
+    def __init__(self, objects: Collection[str], shared: int = 0) -> None:
         super().__init__()
         self._objects = objects
+        self._shared = shared
 
     def _primitive(self, kind: str, d: int, value: str) -> None:
         if kind == "string":
@@ -436,24 +447,48 @@ class _WriterSource(_Source):
         self.line(d + 1, f"raise TypeError(f'expected {what}, got {{type({value}).__name__}}')")
 
     def _record(self, fields: list[Mapping[str, Any]], d: int, value: str, record: str) -> None:
+        if record not in self._objects:
+            self._mapping(d, value, "a record (mapping)")
+        shared = self._shared if d == 1 else 0  # the written record's own fields only
+        items = [self._load(f, d, value, record) for f in fields[:shared]]
+        if shared:
+            self._shared_prefix(fields[:shared], d, items)
+        for f in fields[shared:]:
+            self._field(f["name"], d, self._load(f, d, value, record), f["type"])
+
+    def _load(self, f: Mapping[str, Any], d: int, value: str, record: str) -> str:
+        """Emit the line reading field ``f`` of the record in ``value`` into a new local."""
+        item, name = self.local("v"), f["name"]
         if record in self._objects:
-            for f in fields:
-                item = self.local("v")
-                name = f["name"]
-                if name.isidentifier() and not keyword.iskeyword(name):
-                    self.line(d, f"{item} = {value}.{name}")
-                else:  # a field named ``from``, say
-                    self.line(d, f"{item} = getattr({value}, {name!r})")
-                self._field(f["name"], d, item, f["type"])
-            return
-        self._mapping(d, value, "a record (mapping)")
+            if name.isidentifier() and not keyword.iskeyword(name):
+                self.line(d, f"{item} = {value}.{name}")
+            else:  # a field named ``from``, say
+                self.line(d, f"{item} = getattr({value}, {name!r})")
+            return item
+        default = _default(f)
+        self.line(d, f"{item} = {value}.get({name!r}, {self.constant(default)})")
+        if default is _MISSING:
+            self.line(d, f"if {item} is _MISSING:")
+            self.line(d + 1, f"raise ValueError({f'no value and no default for {name}'!r})")
+        return item
+
+    def _shared_prefix(self, fields: list[Mapping[str, Any]], d: int, items: list[str]) -> None:
+        """The encoding of the first fields, reused while they are the same objects as
+        the last record's (held, with it, in one tuple: read and replaced whole)."""
         for f in fields:
-            name, default, item = f["name"], _default(f), self.local("v")
-            self.line(d, f"{item} = {value}.get({name!r}, {self.constant(default)})")
-            if default is _MISSING:
-                self.line(d, f"if {item} is _MISSING:")
-                self.line(d + 1, f"raise ValueError({f'no value and no default for {name}'!r})")
-            self._field(name, d, item, f["type"])
+            kinds = f["type"] if isinstance(f["type"], list) else [f["type"]]
+            if not all(_kind(k) in _SHAREABLE for k in kinds):
+                raise ValueError(f"a shared prefix holds immutable scalars; not {f['name']!r}")
+        last = self.constant([(*(object() for _ in items), b"")])
+        self.line(d, f"last = {last}[0]")
+        same = " and ".join(f"{item} is last[{n}]" for n, item in enumerate(items))
+        self.line(d, f"if {same}:")
+        self.line(d + 1, f"out += last[{len(items)}]")
+        self.line(d, "else:")
+        self.line(d + 1, "start = len(out)")
+        for f, item in zip(fields, items, strict=True):
+            self._field(f["name"], d + 1, item, f["type"])
+        self.line(d + 1, f"{last}[0] = ({', '.join(items)}, bytes(out[start:]))")
 
     def _field(self, name: str, d: int, item: str, schema: Any) -> None:
         self.line(d, "try:")

@@ -99,12 +99,13 @@ class Codec:
         schema: Schema,
         known: SchemaSet,
         types: Mapping[str, Callable[..., Any]] | None = None,
+        shared_prefix: int = 0,
     ) -> None:
         """``types``: per record (full name: the schema's own, and any held directly by
         a field of it), what ``decode_object`` makes of it - a dataclass, or a function
         called with its fields in schema order - and what ``encode_object`` reads its
         fields from (attributes). Made and read straight from and into the bytes: no
-        dict is built only to be read back."""
+        dict is built only to be read back. ``shared_prefix``: see ``avro.writer``."""
         self.schema = schema
         self.known = known
         known.register(schema)
@@ -125,7 +126,10 @@ class Codec:
             lambda parsed: avro.reader(parsed, build=self._types), schema.parsed
         )
         self._write_object: avro.Writer | None = _or_none(
-            lambda parsed: avro.writer(parsed, objects={schema.name, *self._types}), schema.parsed
+            lambda parsed: avro.writer(
+                parsed, objects={schema.name, *self._types}, shared_prefix=shared_prefix
+            ),
+            schema.parsed,
         )
 
     def record(self, name: str) -> Mapping[str, Any]:
@@ -280,6 +284,9 @@ TRANSITION = Codec(
     load_schema("journey_transition.avsc"),
     KNOWN,
     types={"rota.v1.JourneyTransition": JourneyTransition},
+    # customer, journey, version, instance: one decision's transitions share them (a
+    # fired reminder writes three, an offer's entry four).
+    shared_prefix=4,
 )
 
 

@@ -311,3 +311,44 @@ def test_malformed_lengths_varints_and_branches_are_refused_with_where():
     assert avro.reader(union)(b"\x04\x02a", 0) == ("a", 3)
     with pytest.raises(ValueError, match="union branch byte 6 at 0 out of range"):
         avro.reader(union)(b"\x06", 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_transitions_sharing_their_first_fields_are_written_as_each_alone(data):
+    """``shared_prefix``: a transition whose customer, journey, version and instance are
+    the objects of the one written before reuses their encoding; any other is written
+    whole. Runs of shared, equal-but-distinct and changed values give fastavro's bytes."""
+    parsed = wire.TRANSITION.schema.parsed
+    first = data.draw(_values(parsed))
+    records = [first]
+    for _ in range(data.draw(st.integers(1, 6))):
+        record = {**data.draw(_values(parsed))}
+        how = data.draw(st.sampled_from(["same objects", "one changed", "equal copies", "new"]))
+        prefix = ("customer_id", "journey_id", "journey_version", "instance_id")
+        if how == "same objects":
+            record.update({k: records[-1][k] for k in prefix})
+        elif how == "one changed":  # the others the same objects
+            changed = data.draw(st.sampled_from(prefix))
+            record.update({k: records[-1][k] for k in prefix if k != changed})
+        elif how == "equal copies":  # equal, other objects: written again, same bytes
+            record.update({k: _copy(records[-1][k]) for k in prefix})
+        records.append(record)
+    for record in records:
+        written = wire.encode_transition(JourneyTransition(**record))
+        assert written[wire.HEADER_LEN :] == _fastavro_bytes(parsed, record)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, str):
+        return "".join(list(value)) if len(value) > 1 else value  # not interned
+    return value
+
+
+def test_a_shared_prefix_holds_only_immutable_scalars_of_a_record():
+    parsed = wire.TOUCHPOINT.schema.parsed  # its ninth field is a map
+    assert avro.writer(parsed, shared_prefix=8)
+    with pytest.raises(ValueError, match="immutable scalars; not 'properties'"):
+        avro.writer(parsed, shared_prefix=9)
+    with pytest.raises(ValueError, match="first fields of a record"):
+        avro.writer("string", shared_prefix=1)
