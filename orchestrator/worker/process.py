@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -45,6 +45,9 @@ def forgotten_key(customer: str) -> str:
     """Where the erasure marker lives: a hash, so the table keeps no readable id."""
     return "forgotten:" + hashlib.sha256(customer.encode()).hexdigest()
 
+
+#: A customer ``_Batch.state`` has not read yet (None is a customer with no state).
+_UNREAD: Any = object()
 
 #: Where a partition keeps its offer statistics, in its customers table.
 BANDITS_KEY = "$bandits"
@@ -416,10 +419,11 @@ class _Batch:
         self.tally = metrics.Tally()
 
     def state(self, customer: str) -> CustomerState | None:
-        try:
-            return self._states[customer]
-        except KeyError:
-            pass
+        # Not ``try: ... except KeyError``: most customers of a batch are read once, and
+        # raising the KeyError cost more than the look-up.
+        state = self._states.get(customer, _UNREAD)
+        if state is not _UNREAD:
+            return state
         previous = self._previous
         if previous is not None and customer in previous._states:
             # What the table holds, or will once ``previous`` is written.
