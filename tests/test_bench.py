@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import wire
+from orchestrator import bench, wire
 from orchestrator.bench import report
 from orchestrator.bench.worker import histogram_quantile
 from orchestrator.bench.workload import Workload, WorkloadSpec, journeys_yaml
@@ -41,6 +41,30 @@ def test_workload_has_fifty_journeys_and_the_configured_shares_of_actions():
     assert 0.08 < outcome["actions"] / len(events) < 0.12
     assert 0.25 < outcome["journey"] / len(events) < 0.35
     assert outcome["actions"] < outcome["moved"] <= outcome["journey"]
+
+
+def test_the_journeys_option_sizes_the_workload_and_names_the_table_rows():
+    parser = bench._parser()
+    spec = bench._spec(parser, parser.parse_args(["--journeys", "7"]), customers=100)
+    assert len(Catalog.from_yaml(journeys_yaml(spec))) == 7
+    rows = [row.label({"workload": {"journeys": 7}}) for row in report.ROWS]
+    assert "sustained throughput, touchpoints/s (7 journeys, 1 worker)" in rows
+    assert "core alone, decisions/s (7 journeys, 1 core, best of 3)" in rows
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--journeys", "2"], "at least 3 journeys"),
+        (["--action-share", "0.5"], "action share <= journey share"),
+        (["--customers", "0"], "at least one customer"),
+    ],
+)
+def test_an_impossible_workload_is_refused_as_a_usage_error(argv, why, capsys):
+    with pytest.raises(SystemExit) as exited:
+        bench.main(argv)
+    assert exited.value.code == 2
+    assert why in capsys.readouterr().err
 
 
 def test_workload_is_deterministic_and_reminders_arm_one_timer_each():
@@ -148,5 +172,7 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     assert share["decide"] > 0 and all(0 <= v <= 1 for v in share.values())
     assert sum(share.values()) == pytest.approx(1.0)
     assert results["throughput"]["actions_emitted"] >= results["throughput"]["actions_expected"]
-    assert [v["figure"] for v in results["verdicts"]] == [r.figure.strip() for r in report.ROWS]
+    labels = [r.label(results).strip() for r in report.ROWS]
+    assert [v["figure"] for v in results["verdicts"]] == labels
+    assert labels[0] == "sustained throughput, touchpoints/s (50 journeys, 1 worker)"
     assert results["mode"] == "quick"

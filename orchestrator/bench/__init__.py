@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, help="latency phase rate (default: half the maximum)")
     p.add_argument("--latency-seconds", type=float, help="length of the latency phase")
     p.add_argument(
+        "--journeys", type=int, default=50, help="live journeys (at least 3; default 50)"
+    )
+    p.add_argument(
         "--journey-share", type=float, default=0.30, help="share of events a journey reacts to"
     )
     p.add_argument(
@@ -67,14 +70,26 @@ def _sizes(args: argparse.Namespace) -> phases.Sizes:
     return replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def _spec(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, customers: int
+) -> WorkloadSpec:
+    """The workload the options describe; an impossible one is a usage error (exit 2)."""
+    try:
+        return WorkloadSpec(
+            customers=customers,
+            journeys=args.journeys,
+            journey_share=args.journey_share,
+            action_share=args.action_share,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     sizes = _sizes(args)
-    spec = WorkloadSpec(
-        customers=sizes.customers,
-        journey_share=args.journey_share,
-        action_share=args.action_share,
-    )
+    spec = _spec(parser, args, sizes.customers)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rota-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()

@@ -21,11 +21,15 @@ Results = dict[str, Any]
 
 @dataclass(frozen=True)
 class Row:
+    #: May name ``{journeys}``: the run's live journeys (``--journeys``).
     figure: str
     value: Callable[[Results], float]
     shown: Callable[[Results], str]
     target: str = ""
     meets: Callable[[Results], bool] | None = None
+
+    def label(self, results: Results) -> str:
+        return self.figure.format(journeys=results["workload"]["journeys"])
 
 
 def _n(x: float) -> str:
@@ -40,7 +44,7 @@ def _baseline(found: dict[str, Any]) -> str:
 
 ROWS = (
     Row(
-        "sustained throughput, touchpoints/s (50 journeys, 1 worker)",
+        "sustained throughput, touchpoints/s ({journeys} journeys, 1 worker)",
         lambda r: r["throughput"]["events_per_second"],
         lambda r: _n(r["throughput"]["events_per_second"]),
         ">= 10,000",
@@ -130,7 +134,7 @@ ROWS = (
         lambda r: r["memory"]["projected_rss_mib_at_1m"] <= 1024,
     ),
     Row(
-        "core alone, decisions/s (50 journeys, 1 core, best of 3)",
+        "core alone, decisions/s ({journeys} journeys, 1 core, best of 3)",
         lambda r: r["core"]["decisions_per_second"],
         lambda r: (
             f"{_n(r['core']['decisions_per_second'])}"
@@ -147,7 +151,7 @@ def verdicts(results: Results) -> list[dict[str, Any]]:
     for row in ROWS:
         out.append(
             {
-                "figure": row.figure.strip(),
+                "figure": row.label(results).strip(),
                 "value": row.value(results),
                 "target": row.target or None,
                 "meets": row.meets(results) if row.meets else None,
@@ -160,7 +164,7 @@ def table(results: Results) -> str:
     lines = []
     cells = [
         (
-            row.figure,
+            row.label(results),
             row.shown(results),
             row.target,
             "" if row.meets is None else ("yes" if row.meets(results) else "NO"),
@@ -181,7 +185,9 @@ def markdown(results: Results) -> str:
     lines = ["| figure | measured | target | met |", "|---|---|---|---|"]
     for row in ROWS:
         met = "" if row.meets is None else ("yes" if row.meets(results) else "**no**")
-        lines.append(f"| {row.figure.strip()} | {row.shown(results)} | {row.target} | {met} |")
+        lines.append(
+            f"| {row.label(results).strip()} | {row.shown(results)} | {row.target} | {met} |"
+        )
     return "\n".join(lines)
 
 
