@@ -105,7 +105,7 @@ _read_long: Callable[[bytes, int], tuple[int, int]] = _compiled(
 
 
 def _optional(branches: list[Any]) -> bool:
-    """A union of null and one other type: read and written inline, branch 0 or 1."""
+    """A union of null and one other type: written inline, branch 0 or 1."""
     return len(branches) == 2 and _kind(branches[0]) == "null"
 
 
@@ -247,20 +247,10 @@ class _ReaderSource(_Source):
         self.line(d + 2, f"{into}[{key}] = {item}")
 
     def _union(self, branches: list[Any], d: int, into: str) -> None:
-        if _optional(branches):
-            self.line(d, "b = buf[pos]")
-            self.line(d, "if b == 0:")
-            self.line(d + 1, f"{into} = None")
-            self.line(d + 1, "pos += 1")
-            self.line(d, "elif b == 2:")
-            self.line(d + 1, "pos += 1")
-            self.node(branches[1], d + 1, into)
-            self.line(d, "else:")
-            self.line(d + 1, "raise ValueError(f'union branch byte {b} at {pos} out of range')")
-            return
         if len(branches) > 64:  # the branch index would take two bytes
             raise Unsupported(f"a union of {len(branches)} types")
-        # The branch's byte itself is compared (zigzag: branch i is the byte 2i).
+        # The branch's byte itself is compared (zigzag: branch i is the byte 2i) - an
+        # optional value (null or one type) as much as any union.
         self.line(d, "b = buf[pos]")
         self.line(d, "pos += 1")
         for i, branch in enumerate(branches):
