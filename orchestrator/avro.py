@@ -439,7 +439,8 @@ class _WriterSource(_Source):
     def _record(self, fields: list[Mapping[str, Any]], d: int, value: str, record: str) -> None:
         if record not in self._objects:
             self._mapping(d, value, "a record (mapping)")
-        shared = self._shared if d == 1 else 0  # the written record's own fields only
+        # The written record is the first one met: its own fields only, none nested.
+        shared, self._shared = self._shared, 0
         items = [self._load(f, d, value, record) for f in fields[:shared]]
         if shared:
             self._shared_prefix(fields[:shared], d, items)
