@@ -505,7 +505,7 @@ def test_a_stored_state_with_every_field_reads_back_and_is_written_in_the_curren
 
 @pytest.mark.parametrize(
     "raw",
-    [b"1", b'{"$bandits": [1, 2]}', b'{"v": 3, "c": "c1"}', b'[3, "c1"]', b"[2]", b'"x"'],
+    [b"1", b'{"$bandits": [1, 2]}', b'{"v": 3, "c": "c1"}', b'[3, "c1"]', b"[2]", b"[]", b'"x"'],
 )
 def test_bytes_that_are_no_known_customer_state_are_refused(raw: bytes):
     with pytest.raises(ValueError, match="not a customer state in a known format"):

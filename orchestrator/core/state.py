@@ -197,7 +197,11 @@ class CustomerState:
             return _decode(value)
         if type(value) is dict and value.get("v") == 1:
             return _decode_v1(value)
-        found = value.get("v") if type(value) is dict else value[0] if type(value) is list else None
+        found = None
+        if type(value) is dict:
+            found = value.get("v")
+        elif type(value) is list and value:  # ``[]`` too is no state, not an IndexError
+            found = value[0]
         version = found if type(found) is int else "unknown"
         raise ValueError(
             f"not a customer state in a known format (format {version}; this version reads"
