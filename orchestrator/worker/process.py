@@ -425,10 +425,10 @@ class _Batch:
         if state is not _UNREAD:
             return state
         previous = self._previous
-        if previous is not None and customer in previous._states:
+        if previous is not None:
             # What the table holds, or will once ``previous`` is written.
-            state = previous._states[customer]
-        else:
+            state = previous._states.get(customer, _UNREAD)
+        if state is _UNREAD:
             raw = self.backend.get_state(customer)
             state = CustomerState.from_bytes(raw) if raw is not None else None
         self._states[customer] = state
