@@ -67,6 +67,10 @@ from orchestrator.records import NextBestAction, Scalar, Touchpoint, iso
 MAX_STEPS = 100
 TIMER_EVENT = "$timer"
 _HOUR = 3_600_000
+#: Per channel, the traits an action's payload carries (``_Run._payload``).
+_TRAITS_SENT: Mapping[str, tuple[str, ...]] = {
+    channel: (*PERSONALISATION_TRAITS, contact) for channel, contact in CONTACT_TRAITS.items()
+}
 
 
 @dataclass(slots=True)
@@ -467,7 +471,7 @@ class _Run:
         offer, offer_note = step.offer, ""
         if step.offers:
             offer, offer_note = self._choose_offer(plan, step, action_id)
-        payload = {**step.params, **self._contact(channel)}
+        payload = self._payload(step.params, channel)
         if inst.variant is not None:
             payload["variant"] = inst.variant
         self.actions.append(
@@ -526,13 +530,18 @@ class _Run:
                 self.wins.append(a.arm)
                 return
 
-    def _contact(self, channel: str) -> dict[str, Scalar]:
-        """What the connector needs to address and greet the customer: the channel's
-        contact point and the personalisation traits, copied from the profile at
-        decision time so a connector never looks a customer up."""
+    def _payload(self, params: Mapping[str, Scalar], channel: str) -> dict[str, Scalar]:
+        """The step's parameters and what the connector needs to address and greet the
+        customer: the channel's contact point and the personalisation traits, copied
+        from the profile at decision time so a connector never looks a customer up."""
+        payload = dict(params)
         traits = self.profile.traits
-        names = (*PERSONALISATION_TRAITS, CONTACT_TRAITS.get(channel, ""))
-        return {n: traits[n] for n in names if traits.get(n) is not None}
+        if traits:
+            for name in _TRAITS_SENT.get(channel, PERSONALISATION_TRAITS):
+                value = traits.get(name)
+                if value is not None:
+                    payload[name] = value
+        return payload
 
     # -- ending --------------------------------------------------------------------
 
@@ -551,10 +560,15 @@ class _Run:
                     inst.journey_id, inst.version, kind, inst.step, inst.variant, inst.instance_id
                 )
             )
-        current = next((i for i in self.instances if i.instance_id == inst.instance_id), inst)
+        key = inst.instance_id
+        current = inst
+        for n, live in enumerate(self.instances):
+            if live.instance_id == key:
+                current = live
+                del self.instances[n]  # ids are unique among live instances
+                break
         if current.timer_id:
             self.cancelled.append(current.timer_id)
-        self.instances = [i for i in self.instances if i.instance_id != inst.instance_id]
         self.dropped.add(inst.instance_id)
         hist = self._history_of(inst.journey_id)
         self._set_history(inst.journey_id, History(hist.entries, hist.last_entry_at, self.now))
@@ -656,17 +670,20 @@ class _Run:
         self,
     ) -> tuple[
         list[NextBestAction],
-        dict[str, tuple[int, ...]],
+        Mapping[str, tuple[int, ...]],
         list[tuple[NextBestAction, str]],
         list[tuple[NextBestAction, str]],
     ]:
         """The contact policy over this decision's actions, highest priority first."""
         policy = self.catalog.policy
-        contacts: dict[str, tuple[int, ...]] = dict(self.state.contacts)
+        contacts = self.state.contacts  # ``record_send`` returns a new ledger
         sent: list[NextBestAction] = []
         suppressed: list[tuple[NextBestAction, str]] = []
         deferred: list[tuple[NextBestAction, str]] = []
-        for action in sorted(self.actions, key=lambda a: -a.priority):
+        actions = self.actions
+        if len(actions) > 1:
+            actions = sorted(actions, key=lambda a: -a.priority)
+        for action in actions:
             category, if_capped = self.categories.get(action.action_id, (MARKETING, "defer"))
             verdict = judge(policy, action, category, if_capped, self.profile, contacts, self.now)
             if verdict.kind == "send":
@@ -696,6 +713,18 @@ class _Run:
         if self.trace is not None:
             self.trace.append(line)
 
+    def _remember_sent(self) -> tuple[SentAction, ...]:
+        """The recent actions with this decision's added (to the working copy)."""
+        sent, arms = self.sent, self.arms
+        for a in self.actions:
+            sent.append(
+                SentAction(
+                    a.action_id, a.journey_id, a.step, a.channel, a.created_at, a.reason,
+                    arms.get(a.action_id),
+                )
+            )  # fmt: skip
+        return tuple(sent[-RECENT_ACTIONS:])
+
     def _decision(self, seen: dict[str, int] | None) -> Decision:
         s = self.state
         contacts: Mapping[str, tuple[int, ...]] = s.contacts
@@ -712,9 +741,7 @@ class _Run:
             self.history if self.history is not None else s.history,
             self.silence if self.silence is not None else s.silence,
             seen if seen is not None else s.seen,
-            _remember_sent(self.sent, self.actions, self.arms)
-            if self.actions or self.wins
-            else s.sent,
+            self._remember_sent() if self.actions or self.wins else s.sent,
             tuple(self.pending) if self.pending else (),
             contacts,
             s.identities,
@@ -733,24 +760,6 @@ class _Run:
             else (),
             tuple(self.wins),
         )
-
-
-def _remember_sent(
-    sent: list[SentAction], actions: list[NextBestAction], arms: Mapping[str, str]
-) -> tuple[SentAction, ...]:
-    new = [
-        SentAction(
-            a.action_id,
-            a.journey_id,
-            a.step,
-            a.channel,
-            a.created_at,
-            a.reason,
-            arms.get(a.action_id),
-        )
-        for a in actions
-    ]
-    return tuple(sent + new)[-RECENT_ACTIONS:]
 
 
 def _journey_value(plan: JourneyPlan, inst: Instance | None) -> dict[str, Any]:
