@@ -219,11 +219,17 @@ instances = st.builds(
 )
 
 
-@given(instances, _text, _int, st.dictionaries(_text, _int, max_size=3))
-def test_the_instance_builders_change_only_what_they_name(inst, name, at, visits):
-    assert inst.at_step(name, at, visits) == replace(
-        inst, step=name, step_at=at, visits=visits, timer_id=None, due_at=None, moves=inst.moves + 1
+@given(instances, _text, _int, st.dictionaries(_text, _int, max_size=3), _opt_text)
+def test_the_instance_builders_change_only_what_they_name(inst, name, at, visits, acted):
+    assert inst.at_step(name, at, visits, acted) == replace(
+        inst,
+        step=name,
+        step_at=at,
+        visits=visits,
+        timer_id=None,
+        due_at=None,
+        moves=inst.moves + 1,
+        last_action_id=acted,
     )
     assert inst.waiting(name, at) == replace(inst, timer_id=name, due_at=at)
-    assert inst.acted(name) == replace(inst, last_action_id=name)
     assert inst.untimed() == replace(inst, timer_id=None, due_at=None)

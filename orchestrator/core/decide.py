@@ -378,15 +378,17 @@ class _Run:
         for _ in range(MAX_STEPS):
             visits = dict(inst.visits)
             visits[name] = visit = visits.get(name, 0) + 1
-            inst = inst.at_step(name, self.now, visits)
-            self._put(inst)
             step = plan.steps[name]
+            acted = inst.last_action_id
+            if isinstance(step, ActionStep):  # before the move: its action id is part of it
+                acted = self._act(plan, inst, step, visit) or acted
+            inst = inst.at_step(name, self.now, visits, acted)
+            self._put(inst)
             if not isinstance(step, SplitStep):  # a split counts its step once assigned
                 self.funnel.append(
                     FunnelEvent(plan.id, plan.version, "step", name, inst.variant, inst.instance_id)
                 )
             if isinstance(step, ActionStep):
-                inst = self._act(plan, inst, step, visit)
                 name = step.next
             elif isinstance(step, WaitStep):
                 due = self._wait_until(inst, step)
@@ -451,7 +453,9 @@ class _Run:
             return None
         return at + step.offset
 
-    def _act(self, plan: JourneyPlan, inst: Instance, step: ActionStep, visit: int) -> Instance:
+    def _act(self, plan: JourneyPlan, inst: Instance, step: ActionStep, visit: int) -> str | None:
+        """Send the step's action (to the contact policy); its id, or None if no channel
+        could reach the customer."""
         channel = step.channels[0]
         how = ""
         if step.best_of:
@@ -463,7 +467,7 @@ class _Run:
             how = "most engaged reachable" if step.choose == "engaged" else "first reachable"
             if found is None:
                 self._note(inst, f"{step.name}: no reachable channel among {step.channels}")
-                return inst
+                return None
             channel = found
         action_id = ids.action_id(
             self.customer, plan.id, plan.version, inst.instance_id, step.name, visit
@@ -497,10 +501,8 @@ class _Run:
             )
         )
         self.categories[action_id] = (step.category, step.if_capped)
-        inst = inst.acted(action_id)
-        self._put(inst)
         self._note(inst, f"{step.name}: send {step.template or step.offer or ''} on {channel}")
-        return inst
+        return action_id
 
     def _choose_offer(self, plan: JourneyPlan, step: ActionStep, action_id: str) -> tuple[str, str]:
         arms = {o: self._arm(plan, step, o) for o in step.offers}

@@ -87,11 +87,14 @@ class Instance:
     # The changes a decision makes on every step, built directly: ``dataclasses.replace``
     # costs about three times as much, and the core calls these several times an event.
 
-    def at_step(self, step: str, at: int, visits: Mapping[str, int]) -> Instance:
-        """Moved to ``step`` at ``at``, no longer waiting on a timer."""
+    def at_step(
+        self, step: str, at: int, visits: Mapping[str, int], last_action_id: str | None
+    ) -> Instance:
+        """Moved to ``step`` at ``at``, no longer waiting on a timer; ``last_action_id``
+        is the step's action if it sent one (the previous one otherwise)."""
         return Instance(
             self.journey_id, self.version, self.instance_id, step, self.entered_at, at,
-            self.variant, visits, None, None, self.moves + 1, self.last_action_id,
+            self.variant, visits, None, None, self.moves + 1, last_action_id,
         )  # fmt: skip
 
     def waiting(self, timer_id: str, due_at: int) -> Instance:
@@ -107,13 +110,6 @@ class Instance:
             self.journey_id, self.version, self.instance_id, self.step, self.entered_at,
             self.step_at, self.variant, self.visits, None, None, self.moves,
             self.last_action_id,
-        )  # fmt: skip
-
-    def acted(self, action_id: str) -> Instance:
-        return Instance(
-            self.journey_id, self.version, self.instance_id, self.step, self.entered_at,
-            self.step_at, self.variant, self.visits, self.timer_id, self.due_at, self.moves,
-            action_id,
         )  # fmt: skip
 
 
