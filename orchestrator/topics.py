@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -17,28 +18,30 @@ from orchestrator.kafka_security import client_config
 
 @dataclass(frozen=True)
 class Topics:
+    """The names, each formatted once per instance: the worker reads some per record."""
+
     prefix: str = "rota"
 
-    @property
+    @cached_property
     def touchpoints(self) -> str:
         return f"{self.prefix}.touchpoints"
 
-    @property
+    @cached_property
     def ticks(self) -> str:
         """Clock ticks, one per partition per interval: timers fire while the worker
         processes the tick of the partition that owns them (see worker/timers.py)."""
         return f"{self.prefix}.ticks"
 
-    @property
+    @cached_property
     def journeys(self) -> str:
         """Deployed journey versions (compacted; see orchestrator/deployments.py)."""
         return f"{self.prefix}.journeys"
 
-    @property
+    @cached_property
     def deadletter(self) -> str:
         return f"{self.prefix}.deadletter"
 
-    @property
+    @cached_property
     def analytics(self) -> str:
         """Every journey transition, per customer (``JourneyTransition``; see
         orchestrator/analytics.py): what ``rota report`` measures."""
