@@ -562,13 +562,8 @@ class _Run:
                     inst.journey_id, inst.version, kind, inst.step, inst.variant, inst.instance_id
                 )
             )
-        key = inst.instance_id
-        current = inst
-        for n, live in enumerate(self.instances):
-            if live.instance_id == key:
-                current = live
-                del self.instances[n]  # ids are unique among live instances
-                break
+        n = self._position(inst.instance_id)
+        current = self.instances.pop(n) if n >= 0 else inst
         if current.timer_id:
             self.cancelled.append(current.timer_id)
         self.dropped.add(inst.instance_id)
@@ -579,11 +574,17 @@ class _Run:
     # -- helpers -------------------------------------------------------------------
 
     def _put(self, inst: Instance, replacing: Instance | None = None) -> None:
-        key = (replacing or inst).instance_id
-        for n, i in enumerate(self.instances):
-            if i.instance_id == key:
-                self.instances[n] = inst
-                return
+        n = self._position((replacing or inst).instance_id)
+        if n >= 0:
+            self.instances[n] = inst
+
+    def _position(self, instance_id: str) -> int:
+        """Where the live instance ``instance_id`` is in the working list (ids are unique
+        among live instances); -1 if it is not live."""
+        for n, live in enumerate(self.instances):
+            if live.instance_id == instance_id:
+                return n
+        return -1
 
     def _history_of(self, journey: str) -> History:
         source = self.history if self.history is not None else self.state.history
