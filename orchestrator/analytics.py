@@ -13,7 +13,8 @@ with the same function, so a report over a simulation and one over the cluster a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from orchestrator.core.decision import FunnelEvent
 
@@ -26,11 +27,10 @@ COMPLETED = "completed"
 ENDINGS = frozenset({CONVERTED, EXITED, COMPLETED})
 
 
-@dataclass(slots=True)
-class JourneyTransition:
+class JourneyTransition(Struct, gc=False):
     """One funnel event of one customer's journey instance (fields: see the schema).
-    Immutable by convention, not ``frozen``: one is built per funnel event, ~0.6 per
-    touchpoint and three per fired reminder (``orchestrator.records`` says why)."""
+    A Struct, immutable by convention: one is built per funnel event, ~0.6 per
+    touchpoint and three per fired reminder (``orchestrator.core.state`` says why)."""
 
     customer_id: str
     journey_id: str

@@ -362,7 +362,7 @@ def writer(schema: Any, objects: Collection[str] = (), shared_prefix: int = 0) -
 
     The records named in ``objects`` (full names) are read as attributes of an object
     (each field an attribute, none defaulted) rather than keys of a mapping: a caller
-    holding a dataclass then builds no dict only for it to be written.
+    holding a Struct then builds no dict only for it to be written.
 
     ``shared_prefix``: the first fields of the record (strings, ints, longs, null or an
     optional one of these), encoded once for consecutive records whose values there

@@ -1,24 +1,24 @@
 """The records that cross every boundary: touchpoints in, next-best-actions out.
 
-These dataclasses mirror the Avro schemas in ``schemas/`` field for field; the wire
+These records mirror the Avro schemas in ``schemas/`` field for field; the wire
 codec (``orchestrator.wire``) converts between them and bytes, the JSON form
 (``to_json``/``from_json``) is what files, ``rota simulate`` and humans use. Times are
 integer milliseconds since the Unix epoch (UTC) everywhere inside the engine; the JSON
 form shows them as ISO-8601 strings and accepts either.
 
-Touchpoints and actions are immutable by convention, like the core's state
-(``orchestrator.core.state`` says why): one of each is built per record consumed or
-emitted, and ``frozen`` made building one three to four times as slow. ``Context`` is
-shared between touchpoints and stays frozen.
+Touchpoints and actions are msgspec Structs, immutable by convention, like the core's
+state (``orchestrator.core.state`` says why): one of each is built per record consumed
+or emitted. ``Context`` is shared between touchpoints and is frozen.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, TypeVar
+
+from msgspec import Struct, field
+from msgspec.structs import fields
 
 #: Scalar values carried in properties, traits and payloads. Nested objects and
 #: arrays travel as JSON-encoded strings (documented in schemas/README.md).
@@ -53,18 +53,17 @@ TOUCHPOINT_TYPES: tuple[str, ...] = (
 )
 
 
-def require_fields(cls: type, names: Sequence[str], source: str) -> None:
-    """Refuse (``RuntimeError``) a dataclass whose fields are not ``names``, in order.
+def require_fields(cls: type[Struct], names: Sequence[str], source: str) -> None:
+    """Refuse (``RuntimeError``) a record type whose fields are not ``names``, in order.
     For the classes built from or stored as their fields by position - an Avro
     schema's records, the customer state's parts - so that a class and what it is read
     from cannot drift apart silently. Called once, at import."""
-    found = [f.name for f in dataclasses.fields(cls)]
+    found = list(cls.__struct_fields__)
     if found != list(names):
         raise RuntimeError(f"{cls.__name__} fields {found} differ from {source} {list(names)}")
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(Struct, frozen=True, gc=False):
     """Where and how the customer was when the event happened."""
 
     locale: str | None = None
@@ -75,8 +74,7 @@ class Context:
     app: str | None = None
 
 
-@dataclass(slots=True)
-class Touchpoint:
+class Touchpoint(Struct, gc=False):
     """One thing a customer did or that happened to them, on one channel."""
 
     event_id: str
@@ -114,8 +112,7 @@ class Touchpoint:
         return _from_json(cls, data)
 
 
-@dataclass(slots=True)
-class NextBestAction:
+class NextBestAction(Struct, gc=False):
     """What the engine decided should happen next for one customer, on one channel.
 
     ``action_id`` is a pure function of (customer, journey, version, instance, step),
@@ -180,28 +177,29 @@ def parse_time(value: str | int | float) -> int:
 
 def _to_json(record: Touchpoint | NextBestAction) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(record):
-        value = getattr(record, f.name)
+    for name in record.__struct_fields__:
+        value = getattr(record, name)
         if value is None:
             continue
-        if f.name in _TIME_FIELDS:
+        if name in _TIME_FIELDS:
             value = iso(value)
         elif isinstance(value, Context):
-            value = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
+            value = {k: getattr(value, k) for k in value.__struct_fields__}
+            value = {k: v for k, v in value.items() if v is not None}
             if not value:
                 continue
         elif isinstance(value, Mapping):
             if not value:
                 continue
             value = dict(value)
-        out[f.name] = value
+        out[name] = value
     return out
 
 
 def _from_json(cls: type[_R], data: Mapping[str, Any]) -> _R:
     if not isinstance(data, Mapping):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ValueError(f"unknown field(s) for {cls.__name__}: {', '.join(unknown)}")
@@ -220,13 +218,7 @@ def _from_json(cls: type[_R], data: Mapping[str, Any]) -> _R:
                 raise ValueError(f"{name} must be an object")
             value = {str(k): to_scalar(v) for k, v in value.items()}
         kwargs[name] = value
-    missing = [
-        f.name
-        for f in known.values()
-        if f.name not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
+    missing = [f.name for f in known.values() if f.required and f.name not in kwargs]
     if missing:
         raise ValueError(f"missing field(s) for {cls.__name__}: {', '.join(missing)}")
     return cls(**kwargs)

@@ -11,7 +11,6 @@ the bundled one plus anything passed to ``SchemaSet.register``.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import io
 import json
 import time
@@ -24,6 +23,8 @@ from typing import Any, TypeVar
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+from msgspec import Struct
+from msgspec.structs import asdict
 
 from orchestrator import avro
 from orchestrator.analytics import JourneyTransition
@@ -102,7 +103,7 @@ class Codec:
         shared_prefix: int = 0,
     ) -> None:
         """``types``: per record (full name: the schema's own, and any held directly by
-        a field of it), what ``decode_object`` makes of it - a dataclass, or a function
+        a field of it), what ``decode_object`` makes of it - a Struct, or a function
         called with its fields in schema order - and what ``encode_object`` reads its
         fields from (attributes). Made and read straight from and into the bytes: no
         dict is built only to be read back. ``shared_prefix``: see ``avro.writer``."""
@@ -146,9 +147,9 @@ class Codec:
 
     def encode_object(self, record: Any) -> bytes:
         """``encode`` of an object whose attributes are the record's fields (the
-        dataclass of the record): no dict is built for it."""
+        Struct of the record): no dict is built for it."""
         if self._write_object is None:
-            return self.encode(dataclasses.asdict(record))
+            return self.encode(asdict(record))
         return self._written(record, self._write_object)
 
     def _written(self, record: Any, write: avro.Writer) -> bytes:
@@ -249,7 +250,7 @@ def load_schema(filename: str) -> Schema:
         return Schema.from_json(json.load(fh))
 
 
-def _fields_in_schema_order(schema: Mapping[str, Any], cls: type) -> None:
+def _fields_in_schema_order(schema: Mapping[str, Any], cls: type[Struct]) -> None:
     """A record is made by calling its type with the fields in schema order."""
     require_fields(cls, [f["name"] for f in schema["fields"]], "the schema's")
 
@@ -275,7 +276,7 @@ TOUCHPOINT = Codec(
     KNOWN,
     types={"rota.v1.Touchpoint": Touchpoint, "rota.v1.Context": _shared_context},
 )
-# _shared_context makes Contexts from the fields in schema order, like a dataclass.
+# _shared_context makes Contexts from the fields in schema order, like a Struct.
 _fields_in_schema_order(TOUCHPOINT.record("rota.v1.Context"), Context)
 ACTION = Codec(
     load_schema("next_best_action.avsc"), KNOWN, types={"rota.v1.NextBestAction": NextBestAction}
@@ -310,8 +311,7 @@ def decode_action(data: bytes) -> NextBestAction:
     return action
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
+class DeadLetter(Struct, frozen=True, gc=False):
     """A record that could not be processed, with where it came from and why."""
 
     reason: str

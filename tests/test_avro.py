@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 import struct
 from typing import Any
 
 import fastavro
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -142,8 +142,7 @@ def test_a_schema_beyond_the_subset_is_unsupported_and_its_codec_uses_fastavro()
     record = {"colour": "GREEN", "ids": [1, 2, 3]}
     assert codec.decode(codec.encode(record)) == record
 
-    @dataclasses.dataclass
-    class Light:
+    class Light(msgspec.Struct):
         colour: str
         ids: list[int]
 
@@ -226,8 +225,8 @@ OBJECTS = [
 @pytest.mark.parametrize(("codec", "cls", "encode"), OBJECTS, ids=lambda x: getattr(x, "name", ""))
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
-def test_records_written_from_their_dataclass_are_the_bytes_of_their_dict(codec, cls, encode, data):
-    """The worker writes actions, transitions and dead letters from their dataclasses
+def test_records_written_from_their_struct_are_the_bytes_of_their_dict(codec, cls, encode, data):
+    """The worker writes actions, transitions and dead letters from their Structs
     (``writer(objects=...)``, attributes instead of keys): the same bytes, which read
     back as the same record."""
     record = data.draw(_values(codec.schema.parsed))

@@ -16,10 +16,11 @@ import pytest
 
 from orchestrator import bench, wire
 from orchestrator.bench import report
+from orchestrator.bench.phases import cycles
 from orchestrator.bench.worker import histogram_quantile
 from orchestrator.bench.workload import Workload, WorkloadSpec, journeys_yaml
 from orchestrator.core.decide import decide
-from orchestrator.core.state import CustomerState
+from orchestrator.core.state import CustomerState, Instance
 from orchestrator.journey.catalog import Catalog
 from orchestrator.metrics import WORKER_PHASES
 
@@ -118,6 +119,17 @@ FIGURES = {
 
 
 @pytest.mark.kafka
+def test_cycles_are_found_through_structs_the_collector_does_not_track():
+    """The core phase's ``cycles_left``: the core's Structs are ``gc=False``, so a cycle
+    through one is invisible to ``gc.collect()`` and must be found by walking."""
+    shared = Instance("j", 1, "i", "s", 0, 0, visits={"s": 1})
+    acyclic = CustomerState("a", instances=(shared, shared), history={"j": shared})
+    assert cycles([acyclic, acyclic]) == 0  # shared values are no cycle
+    looped = CustomerState("b", instances=(shared,))
+    looped.silence = {"j": [looped]}
+    assert cycles([acyclic, looped]) == 1
+
+
 def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

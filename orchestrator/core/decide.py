@@ -22,8 +22,10 @@ stale (the instance moved on, the timer was replaced) - does nothing at all.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 from typing import Any
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from orchestrator.core import bandit, ids
 from orchestrator.core.decision import FunnelEvent, Timer, TimerFired
@@ -73,8 +75,7 @@ _TRAITS_SENT: Mapping[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(slots=True)
-class Decision:
+class Decision(Struct, gc=False):
     """What to persist, emit, schedule and count after one event. See
     ``orchestrator.core.decision`` for the parts."""
 
@@ -633,7 +634,7 @@ class _Run:
                     "event_id": ev.event_id, "name": ev.name, "type": ev.type,
                     "channel": ev.channel, "occurred_at": ev.occurred_at,
                     "properties": ev.properties, "traits": ev.traits,
-                    "context": {k: getattr(ev.context, k) for k in ev.context.__slots__
+                    "context": {k: getattr(ev.context, k) for k in ev.context.__struct_fields__
                                 if getattr(ev.context, k) is not None},
                 }  # fmt: skip
                 for key in ("action_id", "source", "anonymous_id", "customer_id"):

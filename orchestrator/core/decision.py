@@ -3,17 +3,16 @@
 The Faust worker, ``rota simulate`` and the tests all consume a ``Decision`` the same
 way: persist ``state``, emit ``actions``, set and cancel timers, count ``funnel``.
 
-These values are immutable by convention, not ``frozen``: several are built per event,
-and ``orchestrator.core.state`` says what freezing cost.
+These values are Structs, immutable by convention: several are built per event
+(``orchestrator.core.state`` says why).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 
-@dataclass(slots=True)
-class Timer:
+class Timer(Struct, gc=False):
     """A wake-up the core asked for. ``timer_id`` is unique per customer; setting a
     timer with an existing id replaces it."""
 
@@ -22,8 +21,7 @@ class Timer:
     due_at: int
 
 
-@dataclass(slots=True)
-class TimerFired:
+class TimerFired(Struct, gc=False):
     """Input to the core when a timer is due. ``now`` is the time the adapter fires it
     (simulated or wall clock), ``due_at`` the time it was set for."""
 
@@ -33,8 +31,7 @@ class TimerFired:
     now: int
 
 
-@dataclass(slots=True)
-class FunnelEvent:
+class FunnelEvent(Struct, gc=False):
     """One journey transition, for funnels and metrics.
 
     ``kind`` is one of: entered, step, converted, exited, completed.

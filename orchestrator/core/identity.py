@@ -15,7 +15,8 @@ are merged so that an event seen under either identity is never processed twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+
+from msgspec.structs import replace
 
 from orchestrator.core import ids
 from orchestrator.core.decision import Timer

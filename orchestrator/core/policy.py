@@ -19,9 +19,10 @@ Pure: the verdict depends on the action, the profile, the customer's contact led
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
+
+from msgspec import Struct
 
 from orchestrator.core.localtime import next_local_time, zone
 from orchestrator.core.profile import CONTACT_TRAITS, reachable
@@ -38,8 +39,7 @@ Reason = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Cap:
+class Cap(Struct, frozen=True, gc=False):
     """At most ``max`` marketing actions per ``per`` ms, on ``channel`` or on all."""
 
     max: int
@@ -56,8 +56,7 @@ class Cap:
         return f"{self.max} per {format_duration(self.per)} on {where}"
 
 
-@dataclass(frozen=True, slots=True)
-class QuietHours:
+class QuietHours(Struct, frozen=True, gc=False):
     """Local times (minutes after midnight) from ``start`` to ``end``; wraps midnight
     when ``start > end`` (21:00-08:00)."""
 
@@ -70,8 +69,7 @@ class QuietHours:
         return minute >= self.start or minute < self.end
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+class Policy(Struct, frozen=True, gc=False):
     caps: tuple[Cap, ...] = ()
     quiet_hours: QuietHours | None = None
 
@@ -83,8 +81,7 @@ class Policy:
         return keep
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(Struct, frozen=True, gc=False):
     kind: Literal["send", "defer", "drop"]
     reason: Reason | None = None
     until: int | None = None  # defer: when to judge again

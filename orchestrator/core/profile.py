@@ -44,11 +44,7 @@ PERSONALISATION_TRAITS = ("first_name", "last_name", "name")
 
 
 def fold(profile: Profile, tp: Touchpoint) -> Profile:
-    """``profile`` updated with what ``tp`` says about the customer.
-
-    Builds the new ``Profile`` directly rather than with ``dataclasses.replace``: this
-    runs for every event and ``replace`` costs more than the rest of it together.
-    """
+    """``profile`` updated with what ``tp`` says about the customer."""
     at = tp.occurred_at
     name = tp.name
     p = profile

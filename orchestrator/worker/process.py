@@ -17,10 +17,11 @@ import logging
 import time
 import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from msgspec.structs import replace
 
 from orchestrator import analytics, metrics, wire
 from orchestrator.core import bandit, identity
