@@ -16,7 +16,7 @@ cyclic collector need not track the millions the worker makes (a cycle through t
 would leak instead; the benchmark's core phase walks its states for cycles and the
 tests assert it finds none).
 
-``to_bytes`` writes JSON (orjson) in the order the state holds (a state read back writes
+``to_bytes`` writes JSON (msgspec) in the order the state holds (a state read back writes
 the same bytes); ``from_bytes`` reads every format written so far.
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 import orjson
 from msgspec import Struct, field
 
@@ -37,7 +38,7 @@ FORMAT = 2
 _EMPTY: Mapping[str, Any] = {}
 
 
-class Profile(Struct, gc=False):
+class Profile(Struct, array_like=True, gc=False):
     """One view of the customer, merged from every channel's events.
 
     ``counts``/``last_at`` are per event name, ``last_seen`` per channel (ms). Scores are
@@ -70,7 +71,7 @@ class Profile(Struct, gc=False):
         return self.total_spent / self.order_count if self.order_count else 0.0
 
 
-class Instance(Struct, gc=False):
+class Instance(Struct, array_like=True, gc=False):
     """A customer's live passage through one journey version.
 
     ``timer_id``/``due_at`` name the one timer the instance waits on (a wait, or a
@@ -119,7 +120,7 @@ class Instance(Struct, gc=False):
         )  # fmt: skip
 
 
-class History(Struct, gc=False):
+class History(Struct, array_like=True, gc=False):
     """What re-entry rules need to know about one journey for one customer."""
 
     entries: int = 0
@@ -127,7 +128,7 @@ class History(Struct, gc=False):
     last_exit_at: int | None = None
 
 
-class SentAction(Struct, gc=False):
+class SentAction(Struct, array_like=True, gc=False):
     """An action the core decided, kept so that "why did they get that message?" has an
     answer after the fact (the customer inspector)."""
 
@@ -184,42 +185,40 @@ class CustomerState(Struct, gc=False):
         return cls(customer_id, _EMPTY_PROFILE, (), _EMPTY, _EMPTY, _EMPTY, (), (), _EMPTY, ())
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(_encode(self))
+        return _ENCODER.encode(_row(self))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CustomerState:
         """Raises ``ValueError`` for bytes that are no customer state (the markers kept
         beside states in the same table among them)."""
-        value = orjson.loads(data)
-        if type(value) is list and len(value) == _SLOTS and value[0] == FORMAT:
-            return _decode(value)
-        if type(value) is dict and value.get("v") == 1:
-            return _decode_v1(value)
-        found = None
-        if type(value) is dict:
-            found = value.get("v")
-        elif type(value) is list and value:  # ``[]`` too is no state, not an IndexError
-            found = value[0]
-        version = found if type(found) is int else "unknown"
-        raise ValueError(
-            f"not a customer state in a known format (format {version}; this version reads"
-            f" 1 and {FORMAT})"
-        )
+        try:
+            row = _ROW.decode(data)
+        except msgspec.DecodeError as e:  # not JSON, or not format 2's row
+            return _read_other(orjson.loads(data), e)
+        if row[0] != FORMAT:
+            return _read_other(orjson.loads(data), None)
+        return _from_row(row)
 
 
 _EMPTY_PROFILE = Profile()
 
 # Format 2 is one JSON array: format, customer id, then the other fields of
 # ``CustomerState`` in their order - the profile, instances, histories and recent
-# actions each as an array of their fields in order, so that reading one back is
-# ``Cls(*row)``. Every field is written (no per-field tests on either side); the dicts are
-# orjson's own on the way in and out, in their order (the de-duplication window's order
-# is its age). Against format 1, reading a state costs ~30 % fewer instructions and
-# writing one ~27 % fewer.
-_SLOTS = 11
+# actions each as an array of their fields in order (``array_like`` Structs), the
+# deferred actions as their JSON form. msgspec writes it from the Structs and reads it
+# straight into them, checking every field's type (a state's bytes are read ~20 %
+# faster and written ~45 % faster than through orjson and ``Cls(*row)``). Every field
+# is written; the dicts keep their order (the de-duplication window's order is its age).
+_Row = tuple[
+    int, str, Profile, tuple[Instance, ...], dict[str, History], dict[str, int],
+    dict[str, int], tuple[SentAction, ...], tuple[tuple[dict[str, Any], str, str], ...],
+    dict[str, tuple[int, ...]], tuple[str, ...],
+]  # fmt: skip
+_ROW = msgspec.json.Decoder(_Row)
+_ENCODER = msgspec.json.Encoder()
 
 
-def _stored_by_position(cls: type, *names: str) -> None:
+def _stored_by_position(cls: type[Struct], *names: str) -> None:
     """A field added, removed or moved in ``cls`` would misread every stored state: such
     a change needs a new format."""
     require_fields(cls, names, "the stored")
@@ -240,60 +239,37 @@ _stored_by_position(
 )
 
 
-def _encode(s: CustomerState) -> list[Any]:
-    p = s.profile
-    return [
-        FORMAT,
-        s.customer_id,
-        [
-            p.traits, p.counts, p.last_at, p.last_seen, p.first_seen_at, p.last_event_at,
-            p.order_count, p.total_spent, p.nps, p.csat, p.effort, p.stage, p.timezone,
-            p.unsubscribed, p.locale, p.engagement, p.consent,
-        ],
-        [
-            (
-                i.journey_id, i.version, i.instance_id, i.step, i.entered_at, i.step_at,
-                i.variant, i.visits, i.timer_id, i.due_at, i.moves, i.last_action_id,
-            )
-            for i in s.instances
-        ],
-        {k: (h.entries, h.last_entry_at, h.last_exit_at) for k, h in s.history.items()}
-        if s.history
-        else _EMPTY,
-        s.silence,
-        s.seen,
-        [
-            (a.action_id, a.journey_id, a.step, a.channel, a.at, a.reason, a.arm, a.won)
-            for a in s.sent
-        ],
-        [(x.action.to_json(), x.category, x.if_capped) for x in s.pending],
-        s.contacts,
-        s.identities,
-    ]  # fmt: skip
+def _row(s: CustomerState) -> tuple[Any, ...]:
+    pending = [(x.action.to_json(), x.category, x.if_capped) for x in s.pending]
+    return (
+        FORMAT, s.customer_id, s.profile, s.instances, s.history, s.silence, s.seen, s.sent,
+        pending, s.contacts, s.identities,
+    )  # fmt: skip
 
 
-def _decode(row: list[Any]) -> CustomerState:
-    _, customer, p, instances, history, silence, seen, sent, pending, contacts, ids = row
-    profile = Profile(*p)
-    # Fields orjson cannot give as they are held: arrays that are tuples.
-    profile.unsubscribed = tuple(profile.unsubscribed)
-    if profile.engagement:
-        profile.engagement = {k: (v[0], v[1]) for k, v in profile.engagement.items()}
-    if profile.consent:
-        profile.consent = {k: (v[0], v[1], v[2]) for k, v in profile.consent.items()}
+def _from_row(row: _Row) -> CustomerState:
+    _, customer, profile, instances, history, silence, seen, sent, pending, contacts, ids = row
     return CustomerState(
-        customer,
-        profile,
-        tuple([Instance(*r) for r in instances]) if instances else (),
-        {k: History(*v) for k, v in history.items()} if history else history,
-        silence,
-        seen,
-        tuple([SentAction(*r) for r in sent]) if sent else (),
-        tuple([Pending(NextBestAction.from_json(a), c, i) for a, c, i in pending])
-        if pending
-        else (),
-        {scope: tuple(times) for scope, times in contacts.items()} if contacts else contacts,
-        tuple(ids),
+        customer, profile, instances, history, silence, seen, sent,
+        tuple([Pending(NextBestAction.from_json(a), c, i) for a, c, i in pending]),
+        contacts, ids,
+    )  # fmt: skip
+
+
+def _read_other(value: Any, problem: msgspec.DecodeError | None) -> CustomerState:
+    """A state in format 1, else the ``ValueError`` that says what ``value`` is."""
+    if type(value) is dict and value.get("v") == 1:
+        return _decode_v1(value)
+    found = None
+    if type(value) is dict:
+        found = value.get("v")
+    elif type(value) is list and value:  # ``[]`` too is no state, not an IndexError
+        found = value[0]
+    version = found if type(found) is int else "unknown"
+    detail = f": {problem}" if found == FORMAT and problem is not None else ""
+    raise ValueError(
+        f"not a customer state in a known format (format {version}; this version reads"
+        f" 1 and {FORMAT}){detail}"
     )
 
 
@@ -308,10 +284,9 @@ def _decode_v1(d: dict[str, Any]) -> CustomerState:
         get("oc", 0), get("ts", 0.0), get("nps"), get("csat"), get("ces"), get("st"),
         get("tz"), get("un", ()), get("lc"), get("en", {}), get("cs", {}),
     ]  # fmt: skip
-    return _decode(
-        [
-            1, d["c"], profile, d.get("i", ()), d.get("h", {}), d.get("si", {}),
-            dict(d.get("e", ())), d.get("a", ()), d.get("pd", ()), d.get("ct", {}),
-            d.get("id", ()),
-        ]
-    )  # fmt: skip
+    row = [
+        1, d["c"], profile, d.get("i", ()), d.get("h", {}), d.get("si", {}),
+        dict(d.get("e", ())), d.get("a", ()), d.get("pd", ()), d.get("ct", {}),
+        d.get("id", ()),
+    ]  # fmt: skip
+    return _from_row(msgspec.convert(row, _Row))
