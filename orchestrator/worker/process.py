@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from msgspec import Struct
 from msgspec.structs import replace
 
 from orchestrator import analytics, metrics, wire
@@ -80,10 +81,9 @@ class PartitionBackend(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class Incoming:
-    """One consumed record and where it came from. Built per record, so not ``frozen``
-    (immutable by convention, as ``orchestrator.core.state`` explains)."""
+class Incoming(Struct, gc=False):
+    """One consumed record and where it came from. Built per record, so a Struct
+    (``orchestrator.core.state`` says why)."""
 
     topic: str
     partition: int
@@ -93,8 +93,9 @@ class Incoming:
     timestamp_ms: int | None = None
 
 
-@dataclass(slots=True)
-class Outgoing:
+class Outgoing(Struct, gc=False):
+    """One record to produce, built per action, transition and dead letter."""
+
     topic: str
     key: bytes | None
     value: bytes
