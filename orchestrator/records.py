@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeAlias, TypeVar
 
 from msgspec import Struct, field
-from msgspec.structs import fields
+from msgspec.structs import asdict, fields
 
 #: Scalar values carried in properties, traits and payloads. Nested objects and
 #: arrays travel as JSON-encoded strings (documented in schemas/README.md).
@@ -184,8 +184,7 @@ def _to_json(record: Touchpoint | NextBestAction) -> dict[str, Any]:
         if name in _TIME_FIELDS:
             value = iso(value)
         elif isinstance(value, Context):
-            value = {k: getattr(value, k) for k in value.__struct_fields__}
-            value = {k: v for k, v in value.items() if v is not None}
+            value = {k: v for k, v in asdict(value).items() if v is not None}
             if not value:
                 continue
         elif isinstance(value, Mapping):
