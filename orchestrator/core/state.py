@@ -259,8 +259,11 @@ def _from_row(row: _Row) -> CustomerState:
 
 def _read_other(value: Any, problem: msgspec.DecodeError | None) -> CustomerState:
     """A state in format 1, else the ``ValueError`` that says what ``value`` is."""
-    if type(value) is dict and value.get("v") == 1:
-        return _decode_v1(value)
+    if type(value) is dict and type(value.get("v")) is int and value["v"] == 1:
+        try:
+            return _decode_v1(value)
+        except (KeyError, TypeError, AttributeError) as e:  # fields missing or misshapen
+            raise ValueError(f"a customer state in format 1 that does not read: {e!r}") from None
     found = None
     if type(value) is dict:
         found = value.get("v")
