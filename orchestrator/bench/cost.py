@@ -18,7 +18,9 @@ Three kinds, each over the benchmark's workload (50 journeys):
   touchpoints find their customer's state, as in the benchmark;
 - ``timer``: one reminder firing through ``Processor.process`` (its state read, the
   decision, the action and the journey transitions encoded) - the ``timer / touchpoint``
-  ratio is what the benchmark's ingestion slowdown while timers fire comes from.
+  ratio is where the benchmark's ingestion slowdown while timers fire comes from, once
+  Faust's per-record delivery, which only a touchpoint pays, is added to its side
+  (README, "Slowdown while timers fire").
 
 With ``--instructions`` each kind runs twice in a child under callgrind, once with and
 once without its measured part (same setup); the difference over the count is the
