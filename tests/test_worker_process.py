@@ -9,7 +9,7 @@ from orchestrator.bench.cost import MemoryBackend
 from orchestrator.core.state import CustomerState
 from orchestrator.topics import Topics
 from orchestrator.worker import timers
-from orchestrator.worker.process import Incoming, Processor
+from orchestrator.worker.process import MERGE_EVENT, Incoming, Processor
 
 TOPICS = Topics("unit")
 
@@ -155,3 +155,20 @@ def test_an_event_whose_processing_raises_is_dead_lettered_and_the_rest_carry_on
     ]
     assert "ZeroDivisionError: a bug in a condition" in dead[0].detail
     assert [a.customer_id for a in _actions(result)] == ["c2"]
+
+
+def test_a_merge_record_whose_state_does_not_read_is_dead_lettered_and_the_rest_carry_on():
+    """``$merge`` records are the worker's own (identity stitching), but anyone can
+    publish a touchpoint by that name: a bad state in it is bad input, not a crash."""
+    processor = Processor(catalog_from_yaml(), TOPICS)
+    backend = MemoryBackend()
+    bad = wire.encode_touchpoint(touchpoint("c1", MERGE_EVENT, at=1_000, state='{"v": 7}'))
+    good = wire.encode_touchpoint(touchpoint("c2", "Signed Up", at=1_000))
+    result = processor.process([_rec(bad, 1), _rec(good, 2)], backend, now=1_000)
+    dead = [wire.decode_deadletter(o.value) for o in result.out if o.topic == TOPICS.deadletter]
+    assert [(d.reason, d.source_offset, d.original_value) for d in dead] == [
+        ("processing_error", 1, bad)
+    ]
+    assert "not a customer state in a known format (format 7" in dead[0].detail
+    assert [a.customer_id for a in _actions(result)] == ["c2"]
+    assert "c1" not in backend.states  # nothing merged

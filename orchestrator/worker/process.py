@@ -196,37 +196,41 @@ class Processor:
             batch.forget(customer)
             batch.tally.add(metrics.FORGOTTEN)
             return
-        state = batch.state(customer)
-        if state is None and batch.is_forgotten(customer):
-            batch.tally.add(metrics.SUPPRESSED_FORGOTTEN)
-            return
-        if tp.name == STITCH_EVENT:
-            self._stitch(batch, tp, result)
-            return
-        if tp.name == MERGE_EVENT:
-            self._merge(batch, tp)
-            return
-        if state is None and tp.customer_id is None:  # a merged visitor has no state left
-            target = batch.merged_into(customer)
-            if target is not None:  # their events go to the customer now
-                self._publish(replace(tp, customer_id=target), result)
-                return
         try:
-            decision = decide(
-                state,
-                tp,
-                batch.catalog,
-                customer_id=customer,
-                bandits=batch.bandits(),
-            )
+            decision = self._decide(batch, tp, customer, result)
         except Exception as exc:  # a bug or bad data must not stop the partition
             log.exception("processing failed for event %s", tp.event_id)
             detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
             self._deadletter(batch, rec, "processing_error", detail, result)
             return
+        if decision is None:
+            return
         self._apply(batch, customer, decision, result, tp, tp.occurred_at)
         if tp.customer_id and tp.anonymous_id:
             self._link(batch, customer, f"anon:{tp.anonymous_id}", tp, result)
+
+    def _decide(
+        self, batch: _Batch, tp: Touchpoint, customer: str, result: BatchResult
+    ) -> Decision | None:
+        """The touchpoint's decision, or None when it needs none (suppressed, an
+        identity record, forwarded). Raises on bad data - a ``$merge`` whose state does
+        not read among it - for the caller to dead-letter before anything changed."""
+        state = batch.state(customer)
+        if state is None and batch.is_forgotten(customer):
+            batch.tally.add(metrics.SUPPRESSED_FORGOTTEN)
+            return None
+        if tp.name == STITCH_EVENT:
+            self._stitch(batch, tp, result)
+            return None
+        if tp.name == MERGE_EVENT:
+            self._merge(batch, tp)
+            return None
+        if state is None and tp.customer_id is None:  # a merged visitor has no state left
+            target = batch.merged_into(customer)
+            if target is not None:  # their events go to the customer now
+                self._publish(replace(tp, customer_id=target), result)
+                return None
+        return decide(state, tp, batch.catalog, customer_id=customer, bandits=batch.bandits())
 
     # -- identity stitching -----------------------------------------------------------
     #
