@@ -73,6 +73,10 @@ class Context(Struct, frozen=True, gc=False):
     os: str | None = None
     app: str | None = None
 
+    def present(self) -> dict[str, str]:
+        """The fields that are set: the JSON form and conditions' ``event.context``."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
 
 class Touchpoint(Struct, gc=False):
     """One thing a customer did or that happened to them, on one channel."""
@@ -184,7 +188,7 @@ def _to_json(record: Touchpoint | NextBestAction) -> dict[str, Any]:
         if name in _TIME_FIELDS:
             value = iso(value)
         elif isinstance(value, Context):
-            value = {k: v for k, v in asdict(value).items() if v is not None}
+            value = value.present()
             if not value:
                 continue
         elif isinstance(value, Mapping):

@@ -124,10 +124,7 @@ def decide(
         seen = dict(state.seen)
         remember(seen, event.event_id, event.occurred_at, catalog.dedup)
         profile = fold(state.profile, event)
-        new = CustomerState(
-            state.customer_id, profile, (), state.history, state.silence, seen,
-            state.sent, state.pending, state.contacts, state.identities,
-        )  # fmt: skip
+        new = replace(state, profile=profile, seen=seen)
         return Decision(new, trace=(f"{event.event_id}: no journey listens",) if trace else ())
     return _Run(state, event, event.occurred_at, catalog, trace, bandits).on_touchpoint(event)
 
@@ -634,8 +631,7 @@ class _Run:
                     "event_id": ev.event_id, "name": ev.name, "type": ev.type,
                     "channel": ev.channel, "occurred_at": ev.occurred_at,
                     "properties": ev.properties, "traits": ev.traits,
-                    "context": {k: getattr(ev.context, k) for k in ev.context.__struct_fields__
-                                if getattr(ev.context, k) is not None},
+                    "context": ev.context.present(),
                 }  # fmt: skip
                 for key in ("action_id", "source", "anonymous_id", "customer_id"):
                     if getattr(ev, key) is not None:

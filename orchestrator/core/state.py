@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 import orjson
 from msgspec import Struct, field
+from msgspec.structs import replace
 
 from orchestrator.records import NextBestAction, Scalar, require_fields
 
@@ -99,25 +100,17 @@ class Instance(Struct, array_like=True, gc=False):
     ) -> Instance:
         """Moved to ``step`` at ``at``, no longer waiting on a timer; ``last_action_id``
         is the step's action if it sent one (the previous one otherwise)."""
-        return Instance(
-            self.journey_id, self.version, self.instance_id, step, self.entered_at, at,
-            self.variant, visits, None, None, self.moves + 1, last_action_id,
+        return replace(
+            self, step=step, step_at=at, visits=visits, timer_id=None, due_at=None,
+            moves=self.moves + 1, last_action_id=last_action_id,
         )  # fmt: skip
 
     def waiting(self, timer_id: str, due_at: int) -> Instance:
-        return Instance(
-            self.journey_id, self.version, self.instance_id, self.step, self.entered_at,
-            self.step_at, self.variant, self.visits, timer_id, due_at, self.moves,
-            self.last_action_id,
-        )  # fmt: skip
+        return replace(self, timer_id=timer_id, due_at=due_at)
 
     def untimed(self) -> Instance:
         """No longer waiting on a timer (it fired, or the awaited event came)."""
-        return Instance(
-            self.journey_id, self.version, self.instance_id, self.step, self.entered_at,
-            self.step_at, self.variant, self.visits, None, None, self.moves,
-            self.last_action_id,
-        )  # fmt: skip
+        return replace(self, timer_id=None, due_at=None)
 
 
 class History(Struct, array_like=True, gc=False):
