@@ -26,6 +26,7 @@ from orchestrator.worker.faust_context import (
     batches,
     install_changelog_recovery,
     install_committed_seek,
+    install_direct_drain,
     install_fast_handover,
     install_fetch_wait,
     install_lean_delivery,
@@ -94,6 +95,7 @@ def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faus
     install_committed_seek()
     install_fast_handover()
     install_lean_delivery()
+    install_direct_drain()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",

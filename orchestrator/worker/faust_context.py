@@ -24,7 +24,9 @@
 6. Faust's fetcher hands each record to the conductor inside ``Service.wait_first``
    (four asyncio tasks and an ``asyncio.wait``, so that a rebalance can interrupt a
    hand-over stuck on a full buffer); ``install_fast_handover`` runs the hand-over
-   inline and falls back to exactly that only when it has to wait.
+   inline and falls back to exactly that only when it has to wait. ``install_direct_drain``
+   goes further for the records of a raw-bytes channel (7): the fetcher's loop hands
+   them to the channel itself when nothing has to wait, without a coroutine per record.
 7. Faust's conductor decodes each record through its serializer registry and checks
    its producer buffer before queueing it for the channel; for a channel of raw bytes
    both do nothing, at ~35 us a record on this machine. ``install_lean_delivery``
@@ -339,6 +341,7 @@ def _raw_bytes(channel: Any) -> bool:
 
 def _lean_handler(app: Any, tp: Any, channels: Any, channel: Any, faust_handler: Any) -> Any:
     acquire_flow_control = app.flow_control.acquire
+    flow_active = app.flow_control.is_active
     pending = app.producer.buffer.pending
     wait_until_ebb = app.producer.buffer.wait_until_ebb
     on_topic_buffer_full = app.sensors.on_topic_buffer_full
@@ -352,7 +355,28 @@ def _lean_handler(app: Any, tp: Any, channels: Any, channel: Any, faust_handler:
     def on_pressure_drop() -> None:
         consumer.on_buffer_drop(tp)
 
+    def deliver_now(message: Any) -> bool:
+        """Queue ``message`` for the channel if nothing has to wait; False otherwise
+        (then ``on_message`` does it, waiting where Faust's handler would)."""
+        if (
+            len(channels) != 1
+            or channel not in channels
+            or not flow_active()
+            or pending.qsize()
+            or channel.queue.full()
+        ):
+            return False
+        message.incref(1)
+        channel.queue.put_nowait_enhanced(
+            event_type(app, message.key, message.value, message.headers, message),
+            on_pressure_high=on_pressure_high,
+            on_pressure_drop=on_pressure_drop,
+        )
+        return True
+
     async def on_message(message: Any) -> None:
+        if deliver_now(message):
+            return
         if len(channels) != 1 or channel not in channels:
             await faust_handler(message)
             return
@@ -370,6 +394,7 @@ def _lean_handler(app: Any, tp: Any, channels: Any, channel: Any, faust_handler:
             event, on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
         )
 
+    on_message.rota_deliver_now = deliver_now  # type: ignore[attr-defined]  # direct_drain's
     return on_message
 
 
@@ -423,6 +448,112 @@ async def _finish(coro: Any, yielded: Any) -> Any:
             yielded = coro.send(None)
         except StopIteration as done:
             return done.value
+
+
+def install_direct_drain() -> None:
+    """Make Faust's fetcher loop hand records to a lean handler without a coroutine per
+    record (idempotent class patch).
+
+    ``Consumer._drain_messages`` reads each fetch through ``getmany`` (an async
+    generator: one resumption per record) and hands each record over as
+    ``wait_first(callback(message), suspend_flow.wait())`` - two coroutines built per
+    record, the conductor's lock taken, then the handler awaited. ``direct_drain`` is
+    that loop with ``getmany`` written inline and, for a partition whose handler is a
+    lean one (``install_lean_delivery``), the hand-over done by its ``deliver_now`` when
+    nothing has to wait: the conductor's lock free, flow not suspended, room in the
+    queue. Anything else goes to Faust's hand-over as before. The offsets read, gaps,
+    commits, generation and flow checks, and the partitions fetched are Faust's."""
+    cls = faust_consumer.Consumer
+    if getattr(cls, "_rota_direct_drain", False):
+        return
+    cls._drain_messages = direct_drain  # type: ignore[method-assign]
+    cls._rota_direct_drain = True  # type: ignore[attr-defined]
+
+
+async def direct_drain(self: Any, fetcher: Any) -> None:
+    """``Consumer._drain_messages`` (faust-streaming 0.15.3) of consumer ``self``, with
+    ``Consumer.getmany`` inlined and the direct hand-over (``install_direct_drain``)."""
+    app = self.app
+    callback = self.callback
+    conductor = app.topics
+    handlers = conductor._tp_to_callback
+    conductor_busy = conductor._tp_to_callback_lock.locked
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = conductor.acks_enabled_for
+    to_message = self._to_message
+    suspend_flow = self.suspend_flow
+    yield_every = 100
+    num_since_yield = 0
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(faust_consumer.CONSUMER_FETCHING)
+            await self.sleep(0)
+            records, active = (None, None)
+            if not self.should_stop:
+                records, active = await self._wait_next_records(1.0)
+            generation_id = app.consumer_generation_id
+            if records is None or self.should_stop:
+                pass
+            elif not self.flow_active:  # a rebalance: what was fetched is dropped
+                try:
+                    await self.perform_seek()
+                except Exception as exc:
+                    log.warning("exception performing seek when flow not active: %r", exc)
+            else:
+                tracked: set[Any] = set()
+                for tp, record in self.scheduler.iterate(records):
+                    if not self.flow_active or app.consumer_generation_id != generation_id:
+                        break
+                    if not (active is None or tp in active or tp in self._buffered_partitions):
+                        continue
+                    if tp not in tracked:  # Faust does this per record; the value is per fetch
+                        tracked.add(tp)
+                        app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    message = to_message(tp, record)
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await asyncio.sleep(0)
+                        num_since_yield = 0
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not None and offset < r_offset:
+                        continue  # read already (Faust logs it at its "dev" level)
+                    if offset - (r_offset or 0) > 1 and r_offset and acks_enabled_for(tp.topic):
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    deliver = getattr(handlers.get(tp), "rota_deliver_now", None)
+                    if (
+                        deliver is None
+                        or conductor_busy()
+                        or suspend_flow.is_set()
+                        or not deliver(message)
+                    ):
+                        await self.wait_first(callback(message), suspend_flow.wait())
+                    set_read_offset(tp, offset)
+            unset_flag(faust_consumer.CONSUMER_FETCHING)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(faust_consumer.CONSUMER_FETCHING)
 
 
 async def batches(
