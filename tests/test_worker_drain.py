@@ -23,9 +23,8 @@ RAW, JSON = "unit.drain.raw", "unit.drain.json"
 
 
 def _record(topic: str, partition: int, offset: int, value: bytes = b"v") -> Any:
-    return ConsumerRecord(
-        topic, partition, offset, 1_700_000_000_000 + offset, 0, b"k", value, None, 1, len(value), ()
-    )  # fmt: skip
+    stamp = 1_700_000_000_000 + offset
+    return ConsumerRecord(topic, partition, offset, stamp, 0, b"k", value, None, 1, len(value), ())
 
 
 class _Fetcher:

@@ -24,12 +24,8 @@ from orchestrator.settings import Settings
 from orchestrator.worker import timers
 from orchestrator.worker.faust_context import (
     batches,
-    install_changelog_recovery,
-    install_committed_seek,
-    install_direct_drain,
-    install_fast_handover,
     install_fetch_wait,
-    install_lean_delivery,
+    install_worker_patches,
     partition_db,
 )
 from orchestrator.worker.outputs import Outputs
@@ -91,11 +87,7 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
 def create_app(settings: Settings, bootstrap: str, processor: Processor) -> faust.App:
     topics = settings.topics
     clock = settings.clock
-    install_changelog_recovery()
-    install_committed_seek()
-    install_fast_handover()
-    install_lean_delivery()
-    install_direct_drain()
+    install_worker_patches()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",

@@ -68,6 +68,16 @@ log = logging.getLogger(__name__)
 FILL_POLL_S = 0.002
 
 
+def install_worker_patches() -> None:
+    """Every class patch above that the worker runs with (idempotent); the fetch wait is
+    per app (``install_fetch_wait``)."""
+    install_changelog_recovery()
+    install_committed_seek()
+    install_fast_handover()
+    install_lean_delivery()
+    install_direct_drain()
+
+
 async def load_partition_metadata(app: Any, topic: str) -> None:
     """Make the producer fetch ``topic``'s partitions if it has not yet: Faust's key
     routing (``table_route``) needs them and fails outright without."""
