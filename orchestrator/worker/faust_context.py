@@ -48,7 +48,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -368,16 +368,17 @@ def _lean_handler(app: Any, tp: Any, channels: Any, channel: Any, faust_handler:
     def deliver_now(message: Any) -> bool:
         """Queue ``message`` for the channel if nothing has to wait; False otherwise
         (then ``on_message`` does it, waiting where Faust's handler would)."""
+        queue = channel.queue
         if (
             len(channels) != 1
             or channel not in channels
             or not flow_active()
             or pending.qsize()
-            or channel.queue.full()
+            or queue.full()
         ):
             return False
         message.incref(1)
-        channel.queue.put_nowait_enhanced(
+        queue.put_nowait_enhanced(
             event_type(app, message.key, message.value, message.headers, message),
             on_pressure_high=on_pressure_high,
             on_pressure_drop=on_pressure_drop,
@@ -568,7 +569,7 @@ async def direct_drain(self: Any, fetcher: Any) -> None:
 
 async def batches(
     app: Any, channel: Any, max_events: int, within: float
-) -> AsyncIterator[list[Any]]:
+) -> AsyncGenerator[list[Any], None]:
     """Lists of up to ``max_events`` events: whatever the channel's queue holds, waiting
     at most ``within`` seconds after the first event for more.
 
@@ -582,21 +583,21 @@ async def batches(
     the channel, which ``Message.ack`` releases; Faust commits an offset only after
     that."""
     queue = channel.queue
-    consumer = app.consumer
+    track_message = app.consumer.track_message
+    flow_active = app.flow_control.is_active
+    acks_enabled_for = app.topics.acks_enabled_for
     loop = asyncio.get_running_loop()
 
     def admit(event: Any) -> bool:
         message = event.message
-        if not app.flow_control.is_active() or message.generation_id != (
-            app.consumer_generation_id
-        ):
+        if not flow_active() or message.generation_id != app.consumer_generation_id:
             # A rebalance came in between: skipped as the stream skips it, but not
             # acknowledged (the stream does): the new generation fetches the offset
             # again, and that copy is acknowledged once its batch is durable.
             return False
-        if not message.tracked and app.topics.acks_enabled_for(message.topic):
+        if not message.tracked and acks_enabled_for(message.topic):
             message.tracked = True
-            consumer.track_message(message)
+            track_message(message)
         return True
 
     while True:
@@ -606,7 +607,7 @@ async def batches(
         events = [first]
         deadline = loop.time() + within
         while True:
-            while len(events) < max_events and not queue.empty():
+            for _ in range(min(max_events - len(events), queue.qsize())):
                 event = queue.get_nowait()
                 if admit(event):
                     events.append(event)
