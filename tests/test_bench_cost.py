@@ -37,6 +37,12 @@ def test_the_decision_scenario_makes_the_workloads_share_of_actions():
     assert 50 <= run() <= 150  # action_share 0.10
 
 
+def test_the_delivery_scenario_hands_every_fetched_record_to_a_batch_once():
+    run, items = cost.scenario("delivery", 500)
+    assert items == 500
+    assert run() == 500  # several fetches (160 each) over 8 partitions, all taken
+
+
 def test_the_memory_backend_lists_due_timers_in_order_and_forgets_fired_ones():
     backend = cost.MemoryBackend()
     keys = [b"%013d" % due + timers.SEP + b"c" + timers.SEP + b"t" for due in (30, 10, 20)]
@@ -51,9 +57,10 @@ def test_the_memory_backend_lists_due_timers_in_order_and_forgets_fired_ones():
 def test_the_command_prints_each_kind_and_what_a_fired_timer_costs(capsys):
     assert cost.main(["--count", "60"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[:3]] == list(cost.KINDS)
-    assert all(float(line.split()[1]) > 0 for line in lines[:3])
-    assert lines[3].startswith("a fired timer costs ")
+    assert [line.split()[0] for line in lines[:4]] == list(cost.KINDS)
+    assert all(float(line.split()[1]) > 0 for line in lines[:4])
+    assert lines[4].startswith("a fired timer costs ")
+    assert lines[4].endswith(" once a touchpoint's delivery is counted")
 
 
 def test_a_callgrind_child_runs_the_setup_alone_or_with_the_measured_part():

@@ -1,5 +1,5 @@
-"""What one decision, one touchpoint and one fired timer cost, without Kafka: the
-steady measure to judge a change by.
+"""What one decision, one touchpoint, one fired timer and one record's delivery cost,
+without Kafka: the steady measure to judge a change by.
 
 Wall time on these VMs swings by half within minutes (the same core loop ran at 75k and
 then 45k decisions/s), so a change of a few percent cannot be seen between two timed
@@ -9,7 +9,7 @@ callgrind the same run counts the same within a few hundredths of a percent. So:
     python -m orchestrator.bench.cost                 # wall time per item, best of 3
     python -m orchestrator.bench.cost --instructions  # instructions per item (valgrind)
 
-Three kinds, each over the benchmark's workload (50 journeys):
+Four kinds, each over the benchmark's workload (50 journeys):
 
 - ``decision``: ``core.decide`` on a generated touchpoint, states kept in a dict;
 - ``touchpoint``: ``Processor.process`` on its encoded record, as the worker runs it
@@ -17,10 +17,14 @@ Three kinds, each over the benchmark's workload (50 journeys):
   over an in-memory partition backend - both after a warm-up (``WARM``), so that most
   touchpoints find their customer's state, as in the benchmark;
 - ``timer``: one reminder firing through ``Processor.process`` (its state read, the
-  decision, the action and the journey transitions encoded) - the ``timer / touchpoint``
-  ratio is where the benchmark's ingestion slowdown while timers fire comes from, once
-  Faust's per-record delivery, which only a touchpoint pays, is added to its side
-  (README, "Slowdown while timers fire").
+  decision, the action and the journey transitions encoded);
+- ``delivery``: one record through Faust's side of receiving - the fetcher's loop, the
+  hand-over to the agent's channel, the agent's batch and the acknowledgement - with the
+  worker's patches (``worker/faust_context.py``), the fetches scripted
+  (``bench/delivery.py``): what a touchpoint pays before ``Processor.process`` and a
+  fired timer does not (one tick fires hundreds). ``timer / (touchpoint + delivery)``
+  is where the benchmark's ingestion slowdown while timers fire comes from (README,
+  "Slowdown while timers fire"). Not counted anywhere: aiokafka's fetching thread.
 
 With ``--instructions`` each kind runs twice in a child under callgrind, once with and
 once without its measured part (same setup); the difference over the count is the
@@ -33,7 +37,9 @@ part allocates.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import bisect
+import contextlib
 import gc
 import os
 import re
@@ -45,8 +51,11 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from faust.types import TP
+
+from orchestrator.bench import delivery
 from orchestrator.bench.workload import Workload, WorkloadSpec, journeys_yaml
 from orchestrator.core.decide import decide
 from orchestrator.core.state import CustomerState
@@ -54,9 +63,10 @@ from orchestrator.journey.catalog import Catalog
 from orchestrator.records import Touchpoint
 from orchestrator.topics import Topics
 from orchestrator.worker import timers
+from orchestrator.worker.faust_context import batches
 from orchestrator.worker.process import Incoming, Processor
 
-KINDS = ("decision", "touchpoint", "timer")
+KINDS = ("decision", "touchpoint", "timer", "delivery")
 PARTITIONS = 8
 BATCH = 20
 SPEC = WorkloadSpec(customers=2_000)
@@ -167,7 +177,55 @@ def scenario(kind: str, count: int) -> tuple[Callable[[], int], int]:
         armed = Workload(SPEC).reminders(0, count, [due] * count, now)
         worker.feed([(g.key, g.value) for g in armed], now)
         return lambda: worker.fire(due), count
+    if kind == "delivery":
+        generated = Workload(SPEC, seed_offset=3).encoded(count, now)
+        return _deliveries([(g.key, g.value) for g in generated]), count
     raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+
+
+#: Records per fetch in ``delivery``: about what the worker's batches average in the
+#: benchmark's throughput phase (~165).
+FETCH = 160
+
+
+def _deliveries(records: list[tuple[bytes, bytes]]) -> Callable[[], int]:
+    """``records`` fetched by Faust's consumer (scripted, ``FETCH`` at a time over
+    ``PARTITIONS``), handed over to the worker's channel, taken in the worker's batches
+    and acknowledged as its pipeline acknowledges them."""
+    loop = asyncio.new_event_loop()
+    topic = Topics("cost").touchpoints
+    tps = [TP(topic, p) for p in range(PARTITIONS)]
+    fetches: list[dict[TP, list[Any]]] = []
+    for start in range(0, len(records), FETCH):
+        fetch: dict[TP, list[Any]] = {}
+        for i, (key, value) in enumerate(records[start : start + FETCH], start):
+            tp = tps[i % PARTITIONS]
+            fetch.setdefault(tp, []).append(delivery.record(tp, i // PARTITIONS, key, value))
+        fetches.append(fetch)
+
+    async def build() -> tuple[Any, Any, delivery.ScriptedFetches]:
+        app = delivery.app(buffer=len(records) + 1)
+        channel = delivery.raw_channel(app, topic)
+        scripted = delivery.ScriptedFetches(app, fetches)
+        scripted.subscribe(channel, *tps)
+        return app, channel, scripted
+
+    app, channel, scripted = loop.run_until_complete(build())
+
+    async def deliver() -> int:
+        await scripted.drain()
+        taken = 0
+        # Batches of a fetch each, taken at once: the worker waits for them instead.
+        async with contextlib.aclosing(batches(app, channel, FETCH, 0.0)) as taking:
+            async for events in taking:
+                for event in events:
+                    event.message.ack(app.consumer)
+                taken += len(events)
+                if taken >= len(records):
+                    break
+        return taken
+
+    return lambda: loop.run_until_complete(deliver())
 
 
 #: Touchpoints decided before the measured ones: one per customer on average, so that
@@ -231,7 +289,7 @@ def _callgrind(valgrind: str, kind: str, count: int, seed: int, measure: bool) -
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m orchestrator.bench.cost",
-        description="Cost of one decision, touchpoint and fired timer, without Kafka.",
+        description="Cost of one decision, touchpoint, fired timer and delivery, without Kafka.",
     )
     p.add_argument("--instructions", action="store_true", help="count instructions (valgrind)")
     p.add_argument("--count", type=int, help="items per kind (default 4000, 500 under valgrind)")
@@ -261,7 +319,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             per_item[kind] = seconds_per_item(kind, count)
             print(f"{kind:<11} {per_item[kind] * 1e6:>9.1f} us", flush=True)
     if "timer" in per_item and "touchpoint" in per_item:
-        print(f"a fired timer costs {per_item['timer'] / per_item['touchpoint']:.2f} touchpoints")
+        ratio = per_item["timer"] / per_item["touchpoint"]
+        print(f"a fired timer costs {ratio:.2f} touchpoints in Processor.process", end="")
+        if "delivery" in per_item:  # only a touchpoint is delivered by Faust
+            whole = per_item["timer"] / (per_item["touchpoint"] + per_item["delivery"])
+            print(f", {whole:.2f} once a touchpoint's delivery is counted", end="")
+        print()
     return 0
 
 
