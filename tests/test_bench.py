@@ -111,6 +111,9 @@ FIGURES = {
         "ingestion_idle_before_eps",
         "ingestion_idle_after_eps",
         "ingestion_firing_eps",
+        "cpu_per_touchpoint_us",
+        "cpu_per_fired_timer_us",
+        "ingestion_slowdown_from_cpu",
     ],
     "recovery": ["customers", "seconds", "customers_per_second"],
     "memory": ["rss_mib", "customers", "mib_per_million_customers"],
@@ -169,6 +172,17 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     assert timers["lateness_p50_s"] <= timers["lateness_p99_s"] <= timers["lateness_max_s"]
     assert timers["fired_observed"] == timers["fired_expected"]
     assert math.isfinite(timers["ingestion_slowdown"])
+    # CPU above idle: a touchpoint and a fired timer each cost some, and the implied
+    # slowdown is the share of ingestion's CPU that fire_rate timers a second take.
+    assert timers["worker_idle_cores"] >= 0
+    assert timers["fired_timer_in_touchpoints"] == pytest.approx(
+        timers["cpu_per_fired_timer_us"] / timers["cpu_per_touchpoint_us"]
+    )
+    implied = (
+        timers["fire_rate"] * timers["fired_timer_in_touchpoints"] / timers["ingestion_idle_eps"]
+    )
+    assert timers["ingestion_slowdown_from_cpu"] == pytest.approx(implied)
+    assert 0 < implied < 1
     idle = (timers["ingestion_idle_before_eps"] + timers["ingestion_idle_after_eps"]) / 2
     assert timers["ingestion_idle_eps"] == pytest.approx(idle)
     assert results["core"]["journeys"] == 50

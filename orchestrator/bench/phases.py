@@ -22,6 +22,7 @@ from orchestrator.bench.kafka_io import ArrivalWatcher, publish_burst, publish_p
 from orchestrator.bench.worker import (
     BenchWorker,
     WorkerConfig,
+    WorkerFailed,
     histogram_quantile,
     wait_consumed,
 )
@@ -287,9 +288,11 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
     a burst due while a backlog of ordinary traffic is ingested. Ingestion speed with
     the burst firing, against the mean of one backlog ingested before it and one after
     (a single idle run moves by tens of per cent on a shared machine), gives the
-    slowdown; the action each fired timer emits gives its lateness. Then the worker's
-    RSS, and a fresh worker with an empty data directory rebuilds its state from the
-    changelogs."""
+    slowdown; the action each fired timer emits gives its lateness. A second burst
+    fired with nothing ingested gives the worker's CPU per fired timer, and with its CPU
+    per touchpoint in the idle ingestions the slowdown that CPU implies. Then the
+    worker's RSS, and a fresh worker with an empty data directory rebuilds its state
+    from the changelogs."""
     sizes, progress, spec = ctx.sizes, ctx.progress, ctx.spec
     topics = ctx.topics("timers")
     window = max(5.0, sizes.timer_backlog / max(max_rate, 1.0))
@@ -361,9 +364,20 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
             watcher.close()
         progress(f"timers: ingesting {sizes.timer_backlog:,} touchpoints again, no timer due")
         idle_after = _ingest(ctx, worker, topics, seed_offset=8, customers=customers)
-        idle = (idle_before + idle_after) / 2
+        progress(f"timers: {burst:,} timers due at once, nothing ingested: CPU per fired timer")
+        idle = (idle_before.rate + idle_after.rate) / 2
+        alone = _fire_alone(
+            ctx, worker, topics, customers, first=far + burst, count=burst, rate=idle
+        )
         l50, l99, lmax = _quantiles(lateness, 0.5, 0.99, 1.0)
-        slowdown = 1 - firing / idle if idle else 0.0
+        slowdown = 1 - firing.rate / idle if idle else 0.0
+        # CPU above the worker's idle use; the slowdown it implies is the share of the
+        # worker's busy CPU that fire_rate timers a second take (README, "Slowdown").
+        tp_cpu = (
+            _busy_cpu(idle_before, alone.idle_cores) + _busy_cpu(idle_after, alone.idle_cores)
+        ) / 2
+        timer_cpu = alone.busy_cpu_per_timer
+        cpu_slowdown = burst / window * timer_cpu / (idle * tp_cpu) if idle and tp_cpu else 0.0
         timer_figures: Figures = {
             "pending": sizes.timers,
             "fired_expected": burst,
@@ -374,10 +388,15 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
             "lateness_p99_s": l99,
             "lateness_max_s": lmax,
             "ingestion_idle_eps": idle,
-            "ingestion_idle_before_eps": idle_before,
-            "ingestion_idle_after_eps": idle_after,
-            "ingestion_firing_eps": firing,
+            "ingestion_idle_before_eps": idle_before.rate,
+            "ingestion_idle_after_eps": idle_after.rate,
+            "ingestion_firing_eps": firing.rate,
             "ingestion_slowdown": slowdown,
+            "cpu_per_touchpoint_us": tp_cpu * 1e6,
+            "cpu_per_fired_timer_us": timer_cpu * 1e6,
+            "fired_timer_in_touchpoints": timer_cpu / tp_cpu if tp_cpu else 0.0,
+            "ingestion_slowdown_from_cpu": cpu_slowdown,
+            "worker_idle_cores": alone.idle_cores,
             # The worker's own histogram: due time to the tick that fired it, so it
             # leaves out processing the tick and producing the action.
             "worker_lateness_p50_s": histogram_quantile(late_before, late_after, 0.5),
@@ -385,8 +404,12 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
         }
         progress(
             f"  lateness p50 {l50:.3f} s, p99 {l99:.3f} s; ingestion {idle:,.0f}/s idle "
-            f"({idle_before:,.0f} before, {idle_after:,.0f} after), {firing:,.0f}/s while "
-            f"firing ({slowdown:+.1%} slower)"
+            f"({idle_before.rate:,.0f} before, {idle_after.rate:,.0f} after), "
+            f"{firing.rate:,.0f}/s while firing ({slowdown:+.1%} slower)"
+        )
+        progress(
+            f"  CPU above idle: {tp_cpu * 1e6:,.0f} us per touchpoint, {timer_cpu * 1e6:,.0f} us "
+            f"per fired timer: {cpu_slowdown:.1%} of ingestion at {burst / window:,.0f} timers/s"
         )
         samples = worker.samples()
         rss = worker.rss_bytes()
@@ -411,6 +434,15 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
     return timer_figures, memory, recovery
 
 
+@dataclass(frozen=True)
+class Ingestion:
+    rate: float
+    events: int
+    #: The worker's CPU time and the wall time from before the publication to the end.
+    cpu_seconds: float
+    seconds: float
+
+
 def _ingest(
     ctx: Context,
     worker: BenchWorker,
@@ -419,11 +451,12 @@ def _ingest(
     customers: set[bytes],
     seed_offset: int = 0,
     records: list[Generated] | None = None,
-) -> float:
+) -> Ingestion:
     if records is None:
         records = Workload(ctx.spec, seed_offset=seed_offset).encoded(ctx.sizes.timer_backlog)
     customers.update(r.key for r in records)
     base = worker.consumed()
+    cpu, began = worker.cpu_seconds(), time.monotonic()
     publish_burst(ctx.bootstrap, topics.touchpoints, records)
     run = wait_consumed(
         worker,
@@ -433,7 +466,68 @@ def _ingest(
         label="ingestion",
         timeout=120 + len(records) / 500,
     )
-    return run.rate
+    cpu = worker.cpu_seconds() - cpu
+    return Ingestion(run.rate, len(records), cpu, time.monotonic() - began)
+
+
+def _busy_cpu(run: Ingestion, idle_cores: float) -> float:
+    """CPU seconds per event above what the worker uses when idle."""
+    return max(0.0, run.cpu_seconds - idle_cores * run.seconds) / run.events
+
+
+@dataclass(frozen=True)
+class FiringAlone:
+    #: CPU seconds per fired timer above the worker's idle use.
+    busy_cpu_per_timer: float
+    #: Cores the worker uses with nothing to do (ticks, metrics scrapes, the consumer).
+    idle_cores: float
+
+
+#: How often the worker's metrics are read while timing its CPU (a read costs it ~5 ms).
+_CPU_POLL_S = 0.1
+
+
+def _fire_alone(
+    ctx: Context,
+    worker: BenchWorker,
+    topics: Topics,
+    customers: set[bytes],
+    *,
+    first: int,
+    count: int,
+    rate: float,
+) -> FiringAlone:
+    """The worker's CPU per fired timer: ``count`` reminders armed, all due at one
+    moment, fired with nothing else to do; its idle use, measured after with the same
+    polling, is taken off. Touchpoint and timer costs are then measured alike, so
+    their ratio does not move with the machine between two ingestions. ``rate``: how
+    fast the worker ingests, for the time arming takes."""
+    lead = 3.0 + 2 * count / max(rate, 1.0)
+    due_at = int((time.time() + lead) * 1000)
+    armed = Workload(ctx.spec, seed_offset=10).reminders(first, count, [due_at] * count)
+    customers.update(r.key for r in armed)
+    base = worker.consumed()
+    publish_burst(ctx.bootstrap, topics.touchpoints, armed)
+    wait_consumed(worker, count, baseline=base, progress=ctx.progress, label="arming", timeout=300)
+    wait = due_at / 1000 - time.time()
+    if wait > 0:
+        time.sleep(wait)
+    else:
+        ctx.progress(f"  (arming ran {-wait:.1f} s past the due time)")
+    fired_before = worker.fired()
+    cpu, began = worker.cpu_seconds(), time.monotonic()
+    deadline = began + 120
+    while worker.fired() < fired_before + count:
+        if time.monotonic() > deadline:
+            raise WorkerFailed(f"{count:,} timers due, {worker.fired() - fired_before:,.0f} fired")
+        time.sleep(_CPU_POLL_S)
+    cpu, spent = worker.cpu_seconds() - cpu, time.monotonic() - began
+    idle_cpu, idle_began = worker.cpu_seconds(), time.monotonic()
+    while time.monotonic() - idle_began < 3.0:
+        worker.fired()  # the same scrapes as while firing
+        time.sleep(_CPU_POLL_S)
+    idle_cores = (worker.cpu_seconds() - idle_cpu) / (time.monotonic() - idle_began)
+    return FiringAlone(max(0.0, cpu - idle_cores * spent) / count, idle_cores)
 
 
 def _recover(ctx: Context, topics: Topics, customers: int) -> Figures:

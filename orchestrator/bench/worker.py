@@ -106,6 +106,15 @@ class BenchWorker:
                     return int(line.split()[1]) * 1024
         raise WorkerFailed("no VmRSS in /proc status")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the worker used so far, every thread (Linux)."""
+        with open(f"/proc/{self.pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()  # after the command's name
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def fired(self) -> float:
+        return total(self.samples(), "rota_timers_fired_total")
+
     def stop(self) -> int:
         return terminate(self.proc, grace=30)
 
