@@ -371,8 +371,8 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
         )
         l50, l99, lmax = _quantiles(lateness, 0.5, 0.99, 1.0)
         slowdown = 1 - firing.rate / idle if idle else 0.0
-        # CPU above the worker's idle use; the slowdown it implies is the share of the
-        # worker's busy CPU that fire_rate timers a second take (README, "Slowdown").
+        # The main thread's CPU above its idle use; the slowdown it implies is the share
+        # of its busy time that fire_rate timers a second take (README, "Slowdown").
         tp_cpu = (
             _busy_cpu(idle_before, alone.idle_cores) + _busy_cpu(idle_after, alone.idle_cores)
         ) / 2
@@ -497,11 +497,12 @@ def _fire_alone(
     count: int,
     rate: float,
 ) -> FiringAlone:
-    """The worker's CPU per fired timer: ``count`` reminders armed, all due at one
-    moment, fired with nothing else to do; its idle use, measured after with the same
-    polling, is taken off. Touchpoint and timer costs are then measured alike, so
-    their ratio does not move with the machine between two ingestions. ``rate``: how
-    fast the worker ingests, for the time arming takes."""
+    """The worker's CPU per fired timer (its main thread's: ``BenchWorker.cpu_seconds``):
+    ``count`` reminders armed, all due at one moment, fired with nothing else to do;
+    its idle use, measured after with the same polling, is taken off. Touchpoint and
+    timer costs are then measured alike, so their ratio does not move with the machine
+    between two ingestions. ``rate``: how fast the worker ingests, for the time arming
+    takes."""
     lead = 3.0 + 2 * count / max(rate, 1.0)
     due_at = int((time.time() + lead) * 1000)
     armed = Workload(ctx.spec, seed_offset=10).reminders(first, count, [due_at] * count)
