@@ -114,6 +114,8 @@ FIGURES = {
         "cpu_per_touchpoint_us",
         "cpu_per_fired_timer_us",
         "ingestion_slowdown_from_cpu",
+        "process_cpu_per_touchpoint_us",
+        "process_cpu_per_fired_timer_us",
     ],
     "recovery": ["customers", "seconds", "customers_per_second"],
     "memory": ["rss_mib", "customers", "mib_per_million_customers"],

@@ -373,11 +373,10 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
         slowdown = 1 - firing.rate / idle if idle else 0.0
         # The main thread's CPU above its idle use; the slowdown it implies is the share
         # of its busy time that fire_rate timers a second take (README, "Slowdown").
-        tp_cpu = (
-            _busy_cpu(idle_before, alone.idle_cores) + _busy_cpu(idle_after, alone.idle_cores)
-        ) / 2
-        timer_cpu = alone.busy_cpu_per_timer
-        cpu_slowdown = burst / window * timer_cpu / (idle * tp_cpu) if idle and tp_cpu else 0.0
+        # [0]: the main thread, [1]: the whole process.
+        tp_cpu = [(_busy(idle_before, alone, i) + _busy(idle_after, alone, i)) / 2 for i in (0, 1)]
+        timer_cpu = alone.busy_per_timer
+        cpu_slowdown = burst / window * timer_cpu[0] / (idle * tp_cpu[0]) if tp_cpu[0] else 0.0
         timer_figures: Figures = {
             "pending": sizes.timers,
             "fired_expected": burst,
@@ -392,11 +391,15 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
             "ingestion_idle_after_eps": idle_after.rate,
             "ingestion_firing_eps": firing.rate,
             "ingestion_slowdown": slowdown,
-            "cpu_per_touchpoint_us": tp_cpu * 1e6,
-            "cpu_per_fired_timer_us": timer_cpu * 1e6,
-            "fired_timer_in_touchpoints": timer_cpu / tp_cpu if tp_cpu else 0.0,
+            "cpu_per_touchpoint_us": tp_cpu[0] * 1e6,
+            "cpu_per_fired_timer_us": timer_cpu[0] * 1e6,
+            "fired_timer_in_touchpoints": timer_cpu[0] / tp_cpu[0] if tp_cpu[0] else 0.0,
             "ingestion_slowdown_from_cpu": cpu_slowdown,
-            "worker_idle_cores": alone.idle_cores,
+            "worker_idle_cores": alone.idle_cores[0],
+            # Every thread of the worker: RocksDB's and librdkafka's too.
+            "process_cpu_per_touchpoint_us": tp_cpu[1] * 1e6,
+            "process_cpu_per_fired_timer_us": timer_cpu[1] * 1e6,
+            "process_idle_cores": alone.idle_cores[1],
             # The worker's own histogram: due time to the tick that fired it, so it
             # leaves out processing the tick and producing the action.
             "worker_lateness_p50_s": histogram_quantile(late_before, late_after, 0.5),
@@ -408,8 +411,10 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
             f"{firing.rate:,.0f}/s while firing ({slowdown:+.1%} slower)"
         )
         progress(
-            f"  CPU above idle: {tp_cpu * 1e6:,.0f} us per touchpoint, {timer_cpu * 1e6:,.0f} us "
-            f"per fired timer: {cpu_slowdown:.1%} of ingestion at {burst / window:,.0f} timers/s"
+            f"  main thread's CPU above idle: {tp_cpu[0] * 1e6:,.0f} us per touchpoint, "
+            f"{timer_cpu[0] * 1e6:,.0f} us per fired timer: {cpu_slowdown:.1%} of ingestion at "
+            f"{burst / window:,.0f} timers/s (every thread: {tp_cpu[1] * 1e6:,.0f} and "
+            f"{timer_cpu[1] * 1e6:,.0f} us)"
         )
         samples = worker.samples()
         rss = worker.rss_bytes()
@@ -438,8 +443,9 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
 class Ingestion:
     rate: float
     events: int
-    #: The worker's CPU time and the wall time from before the publication to the end.
-    cpu_seconds: float
+    #: The worker's CPU seconds (main thread, process) and the wall time, from before
+    #: the publication to the end.
+    cpu_seconds: tuple[float, float]
     seconds: float
 
 
@@ -466,21 +472,26 @@ def _ingest(
         label="ingestion",
         timeout=120 + len(records) / 500,
     )
-    cpu = worker.cpu_seconds() - cpu
-    return Ingestion(run.rate, len(records), cpu, time.monotonic() - began)
+    spent = _minus(worker.cpu_seconds(), cpu)
+    return Ingestion(run.rate, len(records), spent, time.monotonic() - began)
 
 
-def _busy_cpu(run: Ingestion, idle_cores: float) -> float:
-    """CPU seconds per event above what the worker uses when idle."""
-    return max(0.0, run.cpu_seconds - idle_cores * run.seconds) / run.events
+def _minus(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    return a[0] - b[0], a[1] - b[1]
+
+
+def _busy(run: Ingestion, alone: FiringAlone, i: int) -> float:
+    """CPU seconds per event above what the worker uses when idle (``i``: 0 the main
+    thread, 1 the process)."""
+    return max(0.0, run.cpu_seconds[i] - alone.idle_cores[i] * run.seconds) / run.events
 
 
 @dataclass(frozen=True)
 class FiringAlone:
-    #: CPU seconds per fired timer above the worker's idle use.
-    busy_cpu_per_timer: float
+    #: CPU seconds per fired timer above the worker's idle use (main thread, process).
+    busy_per_timer: tuple[float, float]
     #: Cores the worker uses with nothing to do (ticks, metrics scrapes, the consumer).
-    idle_cores: float
+    idle_cores: tuple[float, float]
 
 
 #: How often the worker's metrics are read while timing its CPU (a read costs it ~5 ms).
@@ -522,13 +533,16 @@ def _fire_alone(
         if time.monotonic() > deadline:
             raise WorkerFailed(f"{count:,} timers due, {worker.fired() - fired_before:,.0f} fired")
         time.sleep(_CPU_POLL_S)
-    cpu, spent = worker.cpu_seconds() - cpu, time.monotonic() - began
+    cpu, spent = _minus(worker.cpu_seconds(), cpu), time.monotonic() - began
     idle_cpu, idle_began = worker.cpu_seconds(), time.monotonic()
     while time.monotonic() - idle_began < 3.0:
         worker.fired()  # the same scrapes as while firing
         time.sleep(_CPU_POLL_S)
-    idle_cores = (worker.cpu_seconds() - idle_cpu) / (time.monotonic() - idle_began)
-    return FiringAlone(max(0.0, cpu - idle_cores * spent) / count, idle_cores)
+    idle_spent = _minus(worker.cpu_seconds(), idle_cpu)
+    idle_s = time.monotonic() - idle_began
+    idle = (idle_spent[0] / idle_s, idle_spent[1] / idle_s)
+    busy = tuple(max(0.0, cpu[i] - idle[i] * spent) / count for i in (0, 1))
+    return FiringAlone((busy[0], busy[1]), idle)
 
 
 def _recover(ctx: Context, topics: Topics, customers: int) -> Figures:

@@ -106,11 +106,18 @@ class BenchWorker:
                     return int(line.split()[1]) * 1024
         raise WorkerFailed("no VmRSS in /proc status")
 
-    def cpu_seconds(self) -> float:
-        """User and system CPU time of the worker's main thread so far (Linux): the
-        thread that decides, bound by the GIL, so what it spends on one thing it cannot
-        spend on another. RocksDB's and librdkafka's threads run beside it."""
-        with open(f"/proc/{self.pid}/task/{self.pid}/stat", encoding="ascii") as fh:
+    def cpu_seconds(self) -> tuple[float, float]:
+        """User and system CPU seconds so far of the worker's main thread and of the
+        whole process (Linux). The main thread decides, bound by the GIL: what it
+        spends on one thing it cannot spend on another. RocksDB's and librdkafka's
+        threads run beside it, on the machine's other core."""
+        return self._cpu(f"/proc/{self.pid}/task/{self.pid}/stat"), self._cpu(
+            f"/proc/{self.pid}/stat"
+        )
+
+    @staticmethod
+    def _cpu(stat: str) -> float:
+        with open(stat, encoding="ascii") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()  # after the command's name
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
