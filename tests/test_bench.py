@@ -185,6 +185,10 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     )
     assert timers["ingestion_slowdown_from_cpu"] == pytest.approx(implied)
     assert 0 < implied < 1
+    for when in ("idle_before", "firing", "idle_after"):
+        share = timers[f"time_share_{when}"]
+        assert set(share) == {"receive", "decide", "wait"}, share
+        assert sum(share.values()) == pytest.approx(1.0)
     idle = (timers["ingestion_idle_before_eps"] + timers["ingestion_idle_after_eps"]) / 2
     assert timers["ingestion_idle_eps"] == pytest.approx(idle)
     assert results["core"]["journeys"] == 50

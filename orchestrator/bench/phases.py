@@ -400,6 +400,11 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
             "process_cpu_per_touchpoint_us": tp_cpu[1] * 1e6,
             "process_cpu_per_fired_timer_us": timer_cpu[1] * 1e6,
             "process_idle_cores": alone.idle_cores[1],
+            # Where the batch loop's time went in each ingestion: a slowdown the CPU
+            # does not show would be waiting.
+            "time_share_idle_before": idle_before.time_share,
+            "time_share_firing": firing.time_share,
+            "time_share_idle_after": idle_after.time_share,
             # The worker's own histogram: due time to the tick that fired it, so it
             # leaves out processing the tick and producing the action.
             "worker_lateness_p50_s": histogram_quantile(late_before, late_after, 0.5),
@@ -416,6 +421,11 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
             f"{burst / window:,.0f} timers/s (every thread: {tp_cpu[1] * 1e6:,.0f} and "
             f"{timer_cpu[1] * 1e6:,.0f} us)"
         )
+        shares = " | ".join(
+            f"{name} " + " / ".join(f"{run.time_share.get(p, 0):.0%}" for p in PHASES)
+            for name, run in (("before", idle_before), ("firing", firing), ("after", idle_after))
+        )
+        progress(f"  worker time {'/'.join(PHASES)}: {shares}")
         samples = worker.samples()
         rss = worker.rss_bytes()
         estimate = total(samples, "rota_state_customers")
@@ -447,6 +457,8 @@ class Ingestion:
     #: the publication to the end.
     cpu_seconds: tuple[float, float]
     seconds: float
+    #: The worker's batch loop: receive / decide / wait shares while it ingested.
+    time_share: dict[str, float]
 
 
 def _ingest(
@@ -473,7 +485,7 @@ def _ingest(
         timeout=120 + len(records) / 500,
     )
     spent = _minus(worker.cpu_seconds(), cpu)
-    return Ingestion(run.rate, len(records), spent, time.monotonic() - began)
+    return Ingestion(run.rate, len(records), spent, time.monotonic() - began, run.time_share)
 
 
 def _minus(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
@@ -494,6 +506,8 @@ class FiringAlone:
     idle_cores: tuple[float, float]
 
 
+#: The worker's batch-loop phases (``rota_worker_seconds``), in the order printed.
+PHASES = ("receive", "decide", "wait")
 #: How often the worker's metrics are read while timing its CPU (a read costs it ~5 ms).
 _CPU_POLL_S = 0.1
 
