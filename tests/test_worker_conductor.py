@@ -1,7 +1,8 @@
 """The conductor's hand-over of fetched records to the agent's channel
 (``faust_context.install_lean_delivery``): raw bytes queued as they came, everything
 else - and every change of subscribers - left to Faust's own handler. A real Faust app
-object, not started: no broker is needed to build and call its handlers."""
+object with the worker's patches (``bench/delivery.py``), not started: no broker is
+needed to build and call its handlers."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from conftest import consumer_message
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from orchestrator.worker.faust_context import install_lean_delivery
+from orchestrator.bench import delivery
+from orchestrator.bench.delivery import raw_channel
 
 TOPIC = "unit.lean"
 TP0 = TP(TOPIC, 0)
@@ -25,29 +27,15 @@ def _message(offset: int, key: bytes | None, value: bytes | None) -> ConsumerMes
 
 
 def _run(body: Callable[[faust.App], Awaitable[Any]], buffer: int = 4096) -> Any:
-    install_lean_delivery()
-
     async def main() -> Any:
-        app = faust.App(
-            "unit-lean",
-            broker="kafka://127.0.0.1:9",
-            store="memory://",
-            stream_buffer_maxsize=buffer,
-        )
-        app.flow_control.resume()
-        return await body(app)
+        return await body(delivery.app(buffer))
 
     return asyncio.run(main())
 
 
-def _raw(app: faust.App) -> Any:
-    """The channel as an agent subscribes it: a clone for iteration."""
-    return app.topic(TOPIC, key_serializer="raw", value_serializer="raw").clone(is_iterator=True)
-
-
 def test_a_raw_record_reaches_the_channel_as_fetched_holding_one_reference():
     async def body(app: faust.App) -> Any:
-        channel = _raw(app)
+        channel = raw_channel(app, TOPIC)
         handler = app.topics._build_handler(TP0, {channel})
         first, second = _message(7, b"cust-1", b"\xc3\x01avro"), _message(8, None, None)
         await handler(first)
@@ -75,7 +63,7 @@ def test_a_topic_that_decodes_its_values_keeps_fausts_handler():
 
 def test_a_subscriber_added_after_the_build_gets_the_record_too():
     async def body(app: faust.App) -> Any:
-        channel, later = _raw(app), _raw(app)
+        channel, later = raw_channel(app, TOPIC), raw_channel(app, TOPIC)
         channels = {channel}
         handler = app.topics._build_handler(TP0, channels)
         channels.add(later)  # Faust rebuilds on resubscription; until then, its handler
@@ -90,7 +78,7 @@ def test_a_subscriber_added_after_the_build_gets_the_record_too():
 
 def test_a_full_channel_makes_the_hand_over_wait_for_room():
     async def body(app: faust.App) -> Any:
-        channel = _raw(app)
+        channel = raw_channel(app, TOPIC)
         handler = app.topics._build_handler(TP0, {channel})
         await handler(_message(1, b"k", b"one"))
         waiting = asyncio.ensure_future(handler(_message(2, b"k", b"two")))
@@ -105,7 +93,7 @@ def test_a_full_channel_makes_the_hand_over_wait_for_room():
 
 def test_a_suspended_flow_holds_the_record_until_it_resumes():
     async def body(app: faust.App) -> Any:
-        channel = _raw(app)
+        channel = raw_channel(app, TOPIC)
         handler = app.topics._build_handler(TP0, {channel})
         app.flow_control.suspend()
         waiting = asyncio.ensure_future(handler(_message(1, b"k", b"v")))

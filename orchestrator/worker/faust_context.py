@@ -365,6 +365,11 @@ def _lean_handler(app: Any, tp: Any, channels: Any, channel: Any, faust_handler:
     def on_pressure_drop() -> None:
         consumer.on_buffer_drop(tp)
 
+    def event(message: Any) -> Any:
+        """The channel's event for ``message``, holding one reference to it."""
+        message.incref(1)
+        return event_type(app, message.key, message.value, message.headers, message)
+
     def deliver_now(message: Any) -> bool:
         """Queue ``message`` for the channel if nothing has to wait; False otherwise
         (then ``on_message`` does it, waiting where Faust's handler would)."""
@@ -377,11 +382,8 @@ def _lean_handler(app: Any, tp: Any, channels: Any, channel: Any, faust_handler:
             or queue.full()
         ):
             return False
-        message.incref(1)
         queue.put_nowait_enhanced(
-            event_type(app, message.key, message.value, message.headers, message),
-            on_pressure_high=on_pressure_high,
-            on_pressure_drop=on_pressure_drop,
+            event(message), on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
         )
         return True
 
@@ -394,15 +396,13 @@ def _lean_handler(app: Any, tp: Any, channels: Any, channel: Any, faust_handler:
         await acquire_flow_control()
         if pending.qsize():
             await wait_until_ebb()
-        message.incref(1)
-        event = event_type(app, message.key, message.value, message.headers, message)
         queue = channel.queue
         if queue.full():
             on_topic_buffer_full(tp)
-            await channel.put(event)
+            await channel.put(event(message))
             return
         queue.put_nowait_enhanced(
-            event, on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
+            event(message), on_pressure_high=on_pressure_high, on_pressure_drop=on_pressure_drop
         )
 
     on_message.rota_deliver_now = deliver_now  # type: ignore[attr-defined]  # direct_drain's
