@@ -21,6 +21,7 @@ from orchestrator.bench import baselines
 from orchestrator.bench.kafka_io import ArrivalWatcher, publish_burst, publish_paced
 from orchestrator.bench.worker import (
     BenchWorker,
+    Cpu,
     WorkerConfig,
     WorkerFailed,
     histogram_quantile,
@@ -373,10 +374,12 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
         slowdown = 1 - firing.rate / idle if idle else 0.0
         # The main thread's CPU above its idle use; the slowdown it implies is the share
         # of its busy time that fire_rate timers a second take (README, "Slowdown").
-        # [0]: the main thread, [1]: the whole process.
-        tp_cpu = [(_busy(idle_before, alone, i) + _busy(idle_after, alone, i)) / 2 for i in (0, 1)]
+        before, after = (run.busy_per_event(alone.idle_cores) for run in (idle_before, idle_after))
+        tp_cpu = Cpu((before.main + after.main) / 2, (before.process + after.process) / 2)
         timer_cpu = alone.busy_per_timer
-        cpu_slowdown = burst / window * timer_cpu[0] / (idle * tp_cpu[0]) if tp_cpu[0] else 0.0
+        cpu_slowdown = (
+            burst / window * timer_cpu.main / (idle * tp_cpu.main) if tp_cpu.main else 0.0
+        )
         timer_figures: Figures = {
             "pending": sizes.timers,
             "fired_expected": burst,
@@ -391,15 +394,15 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
             "ingestion_idle_after_eps": idle_after.rate,
             "ingestion_firing_eps": firing.rate,
             "ingestion_slowdown": slowdown,
-            "cpu_per_touchpoint_us": tp_cpu[0] * 1e6,
-            "cpu_per_fired_timer_us": timer_cpu[0] * 1e6,
-            "fired_timer_in_touchpoints": timer_cpu[0] / tp_cpu[0] if tp_cpu[0] else 0.0,
+            "cpu_per_touchpoint_us": tp_cpu.main * 1e6,
+            "cpu_per_fired_timer_us": timer_cpu.main * 1e6,
+            "fired_timer_in_touchpoints": timer_cpu.main / tp_cpu.main if tp_cpu.main else 0.0,
             "ingestion_slowdown_from_cpu": cpu_slowdown,
-            "worker_idle_cores": alone.idle_cores[0],
+            "worker_idle_cores": alone.idle_cores.main,
             # Every thread of the worker: RocksDB's and librdkafka's too.
-            "process_cpu_per_touchpoint_us": tp_cpu[1] * 1e6,
-            "process_cpu_per_fired_timer_us": timer_cpu[1] * 1e6,
-            "process_idle_cores": alone.idle_cores[1],
+            "process_cpu_per_touchpoint_us": tp_cpu.process * 1e6,
+            "process_cpu_per_fired_timer_us": timer_cpu.process * 1e6,
+            "process_idle_cores": alone.idle_cores.process,
             # Where the batch loop's time went in each ingestion: a slowdown the CPU
             # does not show would be waiting.
             "time_share_idle_before": idle_before.time_share,
@@ -416,10 +419,10 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
             f"{firing.rate:,.0f}/s while firing ({slowdown:+.1%} slower)"
         )
         progress(
-            f"  main thread's CPU above idle: {tp_cpu[0] * 1e6:,.0f} us per touchpoint, "
-            f"{timer_cpu[0] * 1e6:,.0f} us per fired timer: {cpu_slowdown:.1%} of ingestion at "
-            f"{burst / window:,.0f} timers/s (every thread: {tp_cpu[1] * 1e6:,.0f} and "
-            f"{timer_cpu[1] * 1e6:,.0f} us)"
+            f"  main thread's CPU above idle: {tp_cpu.main * 1e6:,.0f} us per touchpoint, "
+            f"{timer_cpu.main * 1e6:,.0f} us per fired timer: {cpu_slowdown:.1%} of ingestion at "
+            f"{burst / window:,.0f} timers/s (every thread: {tp_cpu.process * 1e6:,.0f} and "
+            f"{timer_cpu.process * 1e6:,.0f} us)"
         )
         shares = " | ".join(
             f"{name} " + " / ".join(f"{run.time_share.get(p, 0):.0%}" for p in PHASES)
@@ -453,12 +456,14 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
 class Ingestion:
     rate: float
     events: int
-    #: The worker's CPU seconds (main thread, process) and the wall time, from before
-    #: the publication to the end.
-    cpu_seconds: tuple[float, float]
+    #: The worker's CPU and the wall time, from before the publication to the end.
+    cpu: Cpu
     seconds: float
     #: The worker's batch loop: receive / decide / wait shares while it ingested.
     time_share: dict[str, float]
+
+    def busy_per_event(self, idle: Cpu) -> Cpu:
+        return self.cpu.busy_per(self.events, idle, self.seconds)
 
 
 def _ingest(
@@ -484,26 +489,16 @@ def _ingest(
         label="ingestion",
         timeout=120 + len(records) / 500,
     )
-    spent = _minus(worker.cpu_seconds(), cpu)
+    spent = worker.cpu_seconds() - cpu
     return Ingestion(run.rate, len(records), spent, time.monotonic() - began, run.time_share)
-
-
-def _minus(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
-    return a[0] - b[0], a[1] - b[1]
-
-
-def _busy(run: Ingestion, alone: FiringAlone, i: int) -> float:
-    """CPU seconds per event above what the worker uses when idle (``i``: 0 the main
-    thread, 1 the process)."""
-    return max(0.0, run.cpu_seconds[i] - alone.idle_cores[i] * run.seconds) / run.events
 
 
 @dataclass(frozen=True)
 class FiringAlone:
-    #: CPU seconds per fired timer above the worker's idle use (main thread, process).
-    busy_per_timer: tuple[float, float]
+    #: CPU seconds per fired timer above the worker's idle use.
+    busy_per_timer: Cpu
     #: Cores the worker uses with nothing to do (ticks, metrics scrapes, the consumer).
-    idle_cores: tuple[float, float]
+    idle_cores: Cpu
 
 
 #: The worker's batch-loop phases (``rota_worker_seconds``), in the order printed.
@@ -546,16 +541,14 @@ def _fire_alone(
         if time.monotonic() > deadline:
             raise WorkerFailed(f"{count:,} timers due, {worker.fired() - fired_before:,.0f} fired")
         time.sleep(_CPU_POLL_S)
-    cpu, spent = _minus(worker.cpu_seconds(), cpu), time.monotonic() - began
+    cpu, spent = worker.cpu_seconds() - cpu, time.monotonic() - began
     idle_cpu, idle_began = worker.cpu_seconds(), time.monotonic()
     while time.monotonic() - idle_began < 3.0:
         worker.fired()  # the same scrapes as while firing
         time.sleep(_CPU_POLL_S)
-    idle_spent = _minus(worker.cpu_seconds(), idle_cpu)
-    idle_s = time.monotonic() - idle_began
-    idle = (idle_spent[0] / idle_s, idle_spent[1] / idle_s)
-    busy = tuple(max(0.0, cpu[i] - idle[i] * spent) / count for i in (0, 1))
-    return FiringAlone((busy[0], busy[1]), idle)
+    idle_spent, idle_s = worker.cpu_seconds() - idle_cpu, time.monotonic() - idle_began
+    idle = Cpu(idle_spent.main / idle_s, idle_spent.process / idle_s)
+    return FiringAlone(cpu.busy_per(count, idle, spent), idle)
 
 
 def _recover(ctx: Context, topics: Topics, customers: int) -> Figures:

@@ -36,6 +36,24 @@ class WorkerConfig:
     extra_env: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds (or cores) of the worker's main thread and of its whole process."""
+
+    main: float
+    process: float
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        return Cpu(self.main - other.main, self.process - other.process)
+
+    def busy_per(self, events: int, idle: Cpu, seconds: float) -> Cpu:
+        """Per event, above the worker's ``idle`` use (cores) over ``seconds``."""
+        return Cpu(
+            max(0.0, self.main - idle.main * seconds) / events,
+            max(0.0, self.process - idle.process * seconds) / events,
+        )
+
+
 class BenchWorker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
@@ -106,13 +124,14 @@ class BenchWorker:
                     return int(line.split()[1]) * 1024
         raise WorkerFailed("no VmRSS in /proc status")
 
-    def cpu_seconds(self) -> tuple[float, float]:
+    def cpu_seconds(self) -> Cpu:
         """User and system CPU seconds so far of the worker's main thread and of the
         whole process (Linux). The main thread decides, bound by the GIL: what it
         spends on one thing it cannot spend on another. RocksDB's and librdkafka's
         threads run beside it, on the machine's other core."""
-        return self._cpu(f"/proc/{self.pid}/task/{self.pid}/stat"), self._cpu(
-            f"/proc/{self.pid}/stat"
+        return Cpu(
+            self._cpu(f"/proc/{self.pid}/task/{self.pid}/stat"),
+            self._cpu(f"/proc/{self.pid}/stat"),
         )
 
     @staticmethod
