@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
-from orchestrator.core.decide import Decision, decide
+from orchestrator.core.decide import Decision, _Run, _unheard, decide
 from orchestrator.core.state import CustomerState, Instance
 from orchestrator.journey.catalog import Catalog, load_catalog
 from orchestrator.records import Touchpoint
@@ -186,6 +186,38 @@ def test_replaying_a_seen_event_changes_nothing(events, catalog, data):
     d = decide(state, event, catalog, customer_id=event.subject)
     assert d.state is state
     assert (d.actions, d.timers_set, d.timers_cancelled, d.funnel) == ((), (), (), ())
+
+
+@SETTINGS
+@given(streams(), st.sampled_from(CATALOGS))
+def test_an_event_no_journey_hears_decides_as_the_full_run_does(events, catalog):
+    """``decide`` skips the journeys for an event none of them can react to; what it
+    returns then is what running every journey over the event returns."""
+    sim = Simulation(catalog)
+    for e in events:
+        sim.advance_to(e.occurred_at)
+        state = sim.states.get(e.subject) or CustomerState.empty(e.subject)
+        if e.event_id not in state.seen and _unheard(state, e, catalog):
+            fast = decide(state, e, catalog, customer_id=e.subject)
+            full = _Run(state, e, e.occurred_at, catalog, False).on_touchpoint(e)
+            assert fast.state.to_bytes() == full.state.to_bytes()
+            assert replace(fast, state=full.state) == full
+        sim.feed(e)
+
+
+def test_an_event_no_live_instance_listens_for_takes_the_shortcut():
+    catalog = CATALOGS[0]
+    enter = Touchpoint(event_id="e1", type="track", name="A", channel="web",
+                       occurred_at=T0, customer_id="c1")  # fmt: skip
+    state = decide(None, enter, catalog, customer_id="c1").state
+    noise = replace(enter, event_id="e2", name="Noise", occurred_at=T0 + 1)
+    assert sorted(i.journey_id for i in state.instances) == ["many", "once"]
+    assert _unheard(state, noise, catalog)
+    assert not _unheard(state, replace(noise, name="B"), catalog)  # "once" waits for B
+    assert not _unheard(state, replace(noise, name="A"), catalog)  # starts journeys
+    d = decide(state, noise, catalog, customer_id="c1")
+    assert d.state.instances == state.instances
+    assert d.state.profile.counts == {"A": 1, "Noise": 1}
 
 
 @SETTINGS

@@ -112,14 +112,7 @@ def decide(
     if event.event_id in state.seen:
         why = (f"{event.event_id}: duplicate event id, ignored",) if trace else ()
         return Decision(state, trace=why)
-    name = event.name
-    if (
-        not state.instances
-        and name not in catalog.by_trigger
-        and name not in catalog.silence_by_event
-        and not catalog.silence_any
-        and not (event.action_id and state.sent)  # may reward a bandit's offer
-    ):
+    if _unheard(state, event, catalog):
         # The common case: no journey can react. Only the profile and the window change.
         seen = dict(state.seen)
         remember(seen, event.event_id, event.occurred_at, catalog.dedup)
@@ -127,6 +120,27 @@ def decide(
         new = replace(state, profile=profile, seen=seen)
         return Decision(new, trace=(f"{event.event_id}: no journey listens",) if trace else ())
     return _Run(state, event, event.occurred_at, catalog, trace, bandits).on_touchpoint(event)
+
+
+def _unheard(state: CustomerState, tp: Touchpoint, catalog: Catalog) -> bool:
+    """Whether no journey can react to ``tp``: none starts on it or waits for silence
+    around it, it rewards no bandit's offer, and every live instance runs the current
+    version of its journey (nothing to migrate) which does not listen for it."""
+    name = tp.name
+    if (
+        name in catalog.by_trigger
+        or name in catalog.silence_by_event
+        or catalog.silence_any
+        or (tp.action_id and state.sent)
+    ):
+        return False
+    if state.instances:
+        current = catalog.current
+        for inst in state.instances:
+            plan = current.get(inst.journey_id)
+            if plan is None or plan.version != inst.version or plan.reacts_to(name):
+                return False
+    return True
 
 
 def remember(seen: dict[str, int], event_id: str, now: int, window: DedupWindow) -> None:
