@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from collections import Counter
@@ -108,8 +109,6 @@ FIGURES = {
         "lateness_p50_s",
         "lateness_p99_s",
         "ingestion_idle_eps",
-        "ingestion_idle_before_eps",
-        "ingestion_idle_after_eps",
         "ingestion_firing_eps",
         "cpu_per_touchpoint_us",
         "cpu_per_fired_timer_us",
@@ -185,12 +184,24 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     )
     assert timers["ingestion_slowdown_from_cpu"] == pytest.approx(implied)
     assert 0 < implied < 1
-    for when in ("idle_before", "firing", "idle_after"):
-        share = timers[f"time_share_{when}"]
-        assert set(share) == {"receive", "decide", "wait"}, share
-        assert sum(share.values()) == pytest.approx(1.0)
-    idle = (timers["ingestion_idle_before_eps"] + timers["ingestion_idle_after_eps"]) / 2
-    assert timers["ingestion_idle_eps"] == pytest.approx(idle)
+    # Each pass: an ingestion while timers fire, against the idle ones either side.
+    passes = timers["passes"]
+    idle, firing = timers["ingestion_idle_runs_eps"], timers["ingestion_firing_runs_eps"]
+    assert passes == 2 and len(idle) == passes + 1 and len(firing) == passes
+    assert min(idle + firing) > 0
+    burst = round(timers["fire_rate"] * timers["window_seconds"])
+    assert timers["fired_expected"] == passes * burst  # every pass's burst fired
+    slowdowns = [1 - firing[k] / ((idle[k] + idle[k + 1]) / 2) for k in range(passes)]
+    assert timers["ingestion_slowdowns"] == pytest.approx(slowdowns)
+    assert timers["ingestion_slowdown"] == pytest.approx(statistics.median(slowdowns))
+    assert timers["ingestion_idle_eps"] == pytest.approx(sum(idle) / len(idle))
+    assert timers["ingestion_firing_eps"] == pytest.approx(sum(firing) / passes)
+    for when, count in (("idle", passes + 1), ("firing", passes)):
+        shares = timers[f"time_share_{when}_runs"]
+        assert len(shares) == count
+        for share in shares:
+            assert set(share) == {"receive", "decide", "wait"}, share
+            assert sum(share.values()) == pytest.approx(1.0)
     assert results["core"]["journeys"] == 50
     assert results["core"]["cycles_left"] == 0  # why the collector may pause while timed
     core = results["core"]

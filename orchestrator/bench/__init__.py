@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, help="customers the workload is spread over")
     p.add_argument("--timers", type=int, help="pending timers in the timer phase")
     p.add_argument("--timer-fire-rate", type=float, help="timers/s coming due while ingesting")
+    p.add_argument(
+        "--timer-passes", type=int, help="ingestions with timers firing (default 3; quick 2)"
+    )
     p.add_argument("--rate", type=float, help="latency phase rate (default: half the maximum)")
     p.add_argument("--latency-seconds", type=float, help="length of the latency phase")
     p.add_argument(
@@ -63,6 +66,7 @@ def _sizes(args: argparse.Namespace) -> phases.Sizes:
         "customers": args.customers,
         "timers": args.timers,
         "timer_fire_rate": args.timer_fire_rate,
+        "timer_passes": args.timer_passes,
         "latency_rate": args.rate,
         "latency_seconds": args.latency_seconds,
         "partitions": args.partitions,

@@ -108,9 +108,11 @@ ROWS = (
         "ingestion slowdown while timers fire",
         lambda r: r["timers"]["ingestion_slowdown"],
         lambda r: (
-            f"{r['timers']['ingestion_slowdown']:.1%}  ({r['timers']['fire_rate']:,.0f} timers/s;"
-            f" from the worker's CPU: {r['timers']['ingestion_slowdown_from_cpu']:.1%}, a fired"
-            f" timer {r['timers']['fired_timer_in_touchpoints']:.2f} touchpoints)"
+            f"{r['timers']['ingestion_slowdown']:.1%}  (median of "
+            + " / ".join(f"{s:.1%}" for s in r["timers"]["ingestion_slowdowns"])
+            + f"; {r['timers']['fire_rate']:,.0f} timers/s; from the worker's CPU:"
+            f" {r['timers']['ingestion_slowdown_from_cpu']:.1%}, a fired timer"
+            f" {r['timers']['fired_timer_in_touchpoints']:.2f} touchpoints)"
         ),
         "<= 10 %",
         lambda r: r["timers"]["ingestion_slowdown"] <= 0.10,
