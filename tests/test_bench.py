@@ -196,12 +196,21 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     assert timers["ingestion_slowdown"] == pytest.approx(statistics.median(slowdowns))
     assert timers["ingestion_idle_eps"] == pytest.approx(sum(idle) / len(idle))
     assert timers["ingestion_firing_eps"] == pytest.approx(sum(firing) / passes)
-    for when, count in (("idle", passes + 1), ("firing", passes)):
-        shares = timers[f"time_share_{when}_runs"]
-        assert len(shares) == count
-        for share in shares:
-            assert set(share) == {"receive", "decide", "wait"}, share
-            assert sum(share.values()) == pytest.approx(1.0)
+    # Every ingestion in order - idle, firing, idle, ... - with its shares and cores.
+    runs = timers["ingestions"]
+    assert [r["kind"] for r in runs] == ["idle", "firing"] * passes + ["idle"]
+    assert [r["events_per_second"] for r in runs[::2]] == idle
+    assert [r["events_per_second"] for r in runs[1::2]] == firing
+    for run in runs:
+        share = run["time_share"]
+        assert set(share) == {"receive", "decide", "wait"}, share
+        assert sum(share.values()) == pytest.approx(1.0)
+        # The worker ingesting keeps its main thread busy; the machine was at least
+        # as busy as the worker's process, and a process at least as its main thread.
+        assert 0.2 < run["main_thread_cores"] <= run["process_cores"] * 1.01 + 0.01
+        assert run["process_cores"] <= run["machine_busy_cores"] * 1.01 + 0.01
+        assert run["machine_busy_cores"] <= os.cpu_count() * 1.01 + 0.01
+        assert run["machine_steal_cores"] >= 0
     assert results["core"]["journeys"] == 50
     assert results["core"]["cycles_left"] == 0  # why the collector may pause while timed
     core = results["core"]

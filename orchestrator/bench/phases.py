@@ -23,9 +23,11 @@ from orchestrator.bench.kafka_io import ArrivalWatcher, publish_burst, publish_p
 from orchestrator.bench.worker import (
     BenchWorker,
     Cpu,
+    MachineCpu,
     WorkerConfig,
     WorkerFailed,
     histogram_quantile,
+    machine_cpu,
     wait_consumed,
 )
 from orchestrator.bench.workload import (
@@ -427,10 +429,15 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
             "process_cpu_per_touchpoint_us": tp_cpu.process * 1e6,
             "process_cpu_per_fired_timer_us": timer_cpu.process * 1e6,
             "process_idle_cores": alone.idle_cores.process,
-            # Where the batch loop's time went in each ingestion: a slowdown the CPU
-            # does not show would be waiting.
-            "time_share_idle_runs": [run.time_share for run in idle],
-            "time_share_firing_runs": [run.time_share for run in firing],
+            # Each ingestion in order: where the batch loop's time went (a slowdown the
+            # CPU does not show would be waiting) and the cores the worker's main
+            # thread, its process and the machine used (or had stolen).
+            "ingestions": [
+                run.figures(kind)
+                for k in range(passes)
+                for kind, run in (("idle", idle[k]), ("firing", firing[k]))
+            ]
+            + [idle[passes].figures("idle")],
             # The worker's own histogram: due time to the tick that fired it, so it
             # leaves out processing the tick and producing the action.
             "worker_lateness_p50_s": histogram_quantile(late_before, late_after, 0.5),
@@ -482,13 +489,18 @@ def _slowdown(before: Ingestion, firing: Ingestion, after: Ingestion) -> float:
 
 
 def _pass_line(before: Ingestion, firing: Ingestion, after: Ingestion) -> str:
-    shares = " | ".join(
-        f"{name} " + "/".join(f"{run.time_share.get(p, 0):.0%}" for p in PHASES)
-        for name, run in (("before", before), ("firing", firing), ("after", after))
-    )
+    runs = (before, firing, after)
+
+    def each(figure: Callable[[Ingestion], str]) -> str:
+        return "/".join(figure(run) for run in runs)
+
+    shares = " | ".join("/".join(f"{run.time_share.get(p, 0):.0%}" for p in PHASES) for run in runs)
     return (
         f"{before.rate:,.0f}/s idle, {firing.rate:,.0f}/s firing, {after.rate:,.0f}/s idle: "
-        f"{_slowdown(before, firing, after):+.1%}; {'/'.join(PHASES)} {shares}"
+        f"{_slowdown(before, firing, after):+.1%}; {'/'.join(PHASES)} {shares}; cores: "
+        f"main thread {each(lambda r: f'{r.cpu.main / r.seconds:.2f}')}, "
+        f"machine {each(lambda r: f'{r.machine.busy / r.seconds:.2f}')}, "
+        f"stolen {each(lambda r: f'{r.machine.steal / r.seconds:.2f}')}"
     )
 
 
@@ -496,14 +508,32 @@ def _pass_line(before: Ingestion, firing: Ingestion, after: Ingestion) -> str:
 class Ingestion:
     rate: float
     events: int
-    #: The worker's CPU and the wall time, from before the publication to the end.
+    #: The worker's CPU, the machine's, and the wall time, from before the publication
+    #: to the end.
     cpu: Cpu
+    machine: MachineCpu
     seconds: float
     #: The worker's batch loop: receive / decide / wait shares while it ingested.
     time_share: dict[str, float]
 
     def busy_per_event(self, idle: Cpu) -> Cpu:
         return self.cpu.busy_per(self.events, idle, self.seconds)
+
+    def figures(self, kind: str) -> Figures:
+        """This ingestion in the JSON: ``kind`` idle or firing. The cores say whether
+        the worker's main thread got a core while it ran or shared it (the machine's
+        busy cores: every process, the broker and this benchmark's too)."""
+        s = self.seconds
+        return {
+            "kind": kind,
+            "events_per_second": self.rate,
+            "seconds": s,
+            "time_share": self.time_share,
+            "main_thread_cores": self.cpu.main / s,
+            "process_cores": self.cpu.process / s,
+            "machine_busy_cores": self.machine.busy / s,
+            "machine_steal_cores": self.machine.steal / s,
+        }
 
 
 def _ingest(
@@ -519,7 +549,7 @@ def _ingest(
         records = Workload(ctx.spec, seed_offset=seed_offset).encoded(ctx.sizes.timer_backlog)
     customers.update(r.key for r in records)
     base = worker.consumed()
-    cpu, began = worker.cpu_seconds(), time.monotonic()
+    cpu, machine, began = worker.cpu_seconds(), machine_cpu(), time.monotonic()
     publish_burst(ctx.bootstrap, topics.touchpoints, records)
     run = wait_consumed(
         worker,
@@ -529,8 +559,14 @@ def _ingest(
         label="ingestion",
         timeout=120 + len(records) / 500,
     )
-    spent = worker.cpu_seconds() - cpu
-    return Ingestion(run.rate, len(records), spent, time.monotonic() - began, run.time_share)
+    return Ingestion(
+        run.rate,
+        len(records),
+        worker.cpu_seconds() - cpu,
+        machine_cpu() - machine,
+        time.monotonic() - began,
+        run.time_share,
+    )
 
 
 @dataclass(frozen=True)

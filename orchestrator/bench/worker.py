@@ -54,6 +54,29 @@ class Cpu:
         )
 
 
+@dataclass(frozen=True)
+class MachineCpu:
+    """CPU seconds of the whole machine (every process, the broker's too): busy, and
+    stolen by the hypervisor - time the VM wanted a core and its host gave it to
+    another guest."""
+
+    busy: float
+    steal: float
+
+    def __sub__(self, other: MachineCpu) -> MachineCpu:
+        return MachineCpu(self.busy - other.busy, self.steal - other.steal)
+
+
+def machine_cpu() -> MachineCpu:
+    """The machine's CPU seconds so far, from ``/proc/stat`` (Linux)."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, fh.readline().split()[1:9]
+        )
+    tick = os.sysconf("SC_CLK_TCK")
+    return MachineCpu((user + nice + system + irq + softirq) / tick, steal / tick)
+
+
 class BenchWorker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
