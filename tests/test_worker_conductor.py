@@ -16,7 +16,6 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 from orchestrator.bench import delivery
-from orchestrator.bench.delivery import raw_channel
 
 TOPIC = "unit.lean"
 TP0 = TP(TOPIC, 0)
@@ -35,7 +34,7 @@ def _run(body: Callable[[faust.App], Awaitable[Any]], buffer: int = 4096) -> Any
 
 def test_a_raw_record_reaches_the_channel_as_fetched_holding_one_reference():
     async def body(app: faust.App) -> Any:
-        channel = raw_channel(app, TOPIC)
+        channel = delivery.raw_channel(app, TOPIC)
         handler = app.topics._build_handler(TP0, {channel})
         first, second = _message(7, b"cust-1", b"\xc3\x01avro"), _message(8, None, None)
         await handler(first)
@@ -63,7 +62,7 @@ def test_a_topic_that_decodes_its_values_keeps_fausts_handler():
 
 def test_a_subscriber_added_after_the_build_gets_the_record_too():
     async def body(app: faust.App) -> Any:
-        channel, later = raw_channel(app, TOPIC), raw_channel(app, TOPIC)
+        channel, later = delivery.raw_channel(app, TOPIC), delivery.raw_channel(app, TOPIC)
         channels = {channel}
         handler = app.topics._build_handler(TP0, channels)
         channels.add(later)  # Faust rebuilds on resubscription; until then, its handler
@@ -78,7 +77,7 @@ def test_a_subscriber_added_after_the_build_gets_the_record_too():
 
 def test_a_full_channel_makes_the_hand_over_wait_for_room():
     async def body(app: faust.App) -> Any:
-        channel = raw_channel(app, TOPIC)
+        channel = delivery.raw_channel(app, TOPIC)
         handler = app.topics._build_handler(TP0, {channel})
         await handler(_message(1, b"k", b"one"))
         waiting = asyncio.ensure_future(handler(_message(2, b"k", b"two")))
@@ -93,7 +92,7 @@ def test_a_full_channel_makes_the_hand_over_wait_for_room():
 
 def test_a_suspended_flow_holds_the_record_until_it_resumes():
     async def body(app: faust.App) -> Any:
-        channel = raw_channel(app, TOPIC)
+        channel = delivery.raw_channel(app, TOPIC)
         handler = app.topics._build_handler(TP0, {channel})
         app.flow_control.suspend()
         waiting = asyncio.ensure_future(handler(_message(1, b"k", b"v")))

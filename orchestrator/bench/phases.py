@@ -41,6 +41,7 @@ from orchestrator.bench.workload import (
 from orchestrator.core.decide import decide
 from orchestrator.core.state import CustomerState
 from orchestrator.journey.catalog import Catalog
+from orchestrator.metrics import WORKER_PHASES
 from orchestrator.records import CHANNELS, Touchpoint
 from orchestrator.run import total
 from orchestrator.topics import Topics, ensure_topics
@@ -318,17 +319,12 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
 
         progress(f"timers: arming {far:,} timers due in 30 days")
         later = int(time.time() * 1000) + 30 * _DAY_MS
-        arm = Workload(spec, seed_offset=4).reminders(0, far, [later] * far)
-        customers.update(r.key for r in arm)
-        base = worker.consumed()
-        publish_burst(ctx.bootstrap, topics.touchpoints, arm)
-        del arm
-        wait_consumed(
+        _arm(
+            ctx,
             worker,
-            far,
-            baseline=base,
-            progress=progress,
-            label="arming",
+            topics,
+            Workload(spec, seed_offset=4).reminders(0, far, [later] * far),
+            customers,
             timeout=300 + far / 500,
         )
 
@@ -354,21 +350,13 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
                 soon = Workload(spec, seed_offset=_BURST_SEEDS + k).reminders(
                     far + k * burst, burst, due
                 )
-                customers.update(r.key for r in soon)
                 due_of.update((r.key.decode(), d) for r, d in zip(soon, due, strict=True))
-                base = worker.consumed()
-                publish_burst(ctx.bootstrap, topics.touchpoints, soon)
-                wait_consumed(
-                    worker, burst, baseline=base, progress=progress, label="arming", timeout=300
-                )
+                _arm(ctx, worker, topics, soon, customers, timeout=300)
                 backlog = Workload(spec, seed_offset=_BACKLOG_SEEDS + k).encoded(
                     sizes.timer_backlog
                 )
-                delay = start_ms / 1000 - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                else:
-                    progress(f"  (arming ran {-delay:.1f} s past the first due time)")
+                if late := _sleep_until(start_ms):
+                    progress(f"  (arming ran {late:.1f} s past the first due time)")
                 firing.append(_ingest(ctx, worker, topics, records=backlog, customers=customers))
                 deadline = time.time() + window + 60
                 while time.time() < deadline and len(watcher.arrivals) < (k + 1) * burst:
@@ -395,10 +383,7 @@ def timers_memory_recovery(ctx: Context, max_rate: float) -> tuple[Figures, Figu
         slowdown = statistics.median(slowdowns)
         # The main thread's CPU above its idle use; the slowdown it implies is the share
         # of its busy time that fire_rate timers a second take (README, "Slowdown").
-        per_tp = [run.busy_per_event(alone.idle_cores) for run in idle]
-        tp_cpu = Cpu(
-            sum(c.main for c in per_tp) / len(per_tp), sum(c.process for c in per_tp) / len(per_tp)
-        )
+        tp_cpu = Cpu.mean([run.busy_per_event(alone.idle_cores) for run in idle])
         timer_cpu = alone.busy_per_timer
         cpu_slowdown = (
             burst / window * timer_cpu.main / (idle_rate * tp_cpu.main) if tp_cpu.main else 0.0
@@ -491,16 +476,18 @@ def _slowdown(before: Ingestion, firing: Ingestion, after: Ingestion) -> float:
 def _pass_line(before: Ingestion, firing: Ingestion, after: Ingestion) -> str:
     runs = (before, firing, after)
 
-    def each(figure: Callable[[Ingestion], str]) -> str:
-        return "/".join(figure(run) for run in runs)
+    def each(figure: Callable[[Ingestion], float], form: str) -> str:
+        return "/".join(format(figure(run), form) for run in runs)
 
-    shares = " | ".join("/".join(f"{run.time_share.get(p, 0):.0%}" for p in PHASES) for run in runs)
+    shares = " | ".join(
+        "/".join(f"{run.time_share.get(p, 0):.0%}" for p in WORKER_PHASES) for run in runs
+    )
     return (
         f"{before.rate:,.0f}/s idle, {firing.rate:,.0f}/s firing, {after.rate:,.0f}/s idle: "
-        f"{_slowdown(before, firing, after):+.1%}; {'/'.join(PHASES)} {shares}; cores: "
-        f"main thread {each(lambda r: f'{r.cpu.main / r.seconds:.2f}')}, "
-        f"machine {each(lambda r: f'{r.machine.busy / r.seconds:.2f}')}, "
-        f"stolen {each(lambda r: f'{r.machine.steal / r.seconds:.2f}')}"
+        f"{_slowdown(before, firing, after):+.1%}; {'/'.join(WORKER_PHASES)} {shares}; cores: "
+        f"main thread {each(lambda r: r.cores.main, '.2f')}, "
+        f"machine {each(lambda r: r.machine_cores.busy, '.2f')}, "
+        f"stolen {each(lambda r: r.machine_cores.steal, '.2f')}"
     )
 
 
@@ -516,6 +503,14 @@ class Ingestion:
     #: The worker's batch loop: receive / decide / wait shares while it ingested.
     time_share: dict[str, float]
 
+    @property
+    def cores(self) -> Cpu:
+        return self.cpu / self.seconds
+
+    @property
+    def machine_cores(self) -> MachineCpu:
+        return self.machine / self.seconds
+
     def busy_per_event(self, idle: Cpu) -> Cpu:
         return self.cpu.busy_per(self.events, idle, self.seconds)
 
@@ -523,16 +518,16 @@ class Ingestion:
         """This ingestion in the JSON: ``kind`` idle or firing. The cores say whether
         the worker's main thread got a core while it ran or shared it (the machine's
         busy cores: every process, the broker and this benchmark's too)."""
-        s = self.seconds
+        cores, machine = self.cores, self.machine_cores
         return {
             "kind": kind,
             "events_per_second": self.rate,
-            "seconds": s,
+            "seconds": self.seconds,
             "time_share": self.time_share,
-            "main_thread_cores": self.cpu.main / s,
-            "process_cores": self.cpu.process / s,
-            "machine_busy_cores": self.machine.busy / s,
-            "machine_steal_cores": self.machine.steal / s,
+            "main_thread_cores": cores.main,
+            "process_cores": cores.process,
+            "machine_busy_cores": machine.busy,
+            "machine_steal_cores": machine.steal,
         }
 
 
@@ -577,8 +572,6 @@ class FiringAlone:
     idle_cores: Cpu
 
 
-#: The worker's batch-loop phases (``rota_worker_seconds``), in the order printed.
-PHASES = ("receive", "decide", "wait")
 #: How often the worker's metrics are read while timing its CPU (a read costs it ~5 ms).
 _CPU_POLL_S = 0.1
 
@@ -602,15 +595,10 @@ def _fire_alone(
     lead = 3.0 + 2 * count / max(rate, 1.0)
     due_at = int((time.time() + lead) * 1000)
     armed = Workload(ctx.spec, seed_offset=10).reminders(first, count, [due_at] * count)
-    customers.update(r.key for r in armed)
-    base, fired_before = worker.consumed(), worker.fired()  # before: arming may run late
-    publish_burst(ctx.bootstrap, topics.touchpoints, armed)
-    wait_consumed(worker, count, baseline=base, progress=ctx.progress, label="arming", timeout=300)
-    wait = due_at / 1000 - time.time()
-    if wait > 0:
-        time.sleep(wait)
-    else:
-        ctx.progress(f"  (arming ran {-wait:.1f} s past the due time: the CPU per timer is low)")
+    fired_before = worker.fired()  # before the arming: it may run past the due time
+    _arm(ctx, worker, topics, armed, customers, timeout=300)
+    if late := _sleep_until(due_at):
+        ctx.progress(f"  (arming ran {late:.1f} s past the due time: the CPU per timer is low)")
     cpu, began = worker.cpu_seconds(), time.monotonic()
     deadline = began + 120
     while worker.fired() < fired_before + count:
@@ -622,9 +610,38 @@ def _fire_alone(
     while time.monotonic() - idle_began < 3.0:
         worker.fired()  # the same scrapes as while firing
         time.sleep(_CPU_POLL_S)
-    idle_spent, idle_s = worker.cpu_seconds() - idle_cpu, time.monotonic() - idle_began
-    idle = Cpu(idle_spent.main / idle_s, idle_spent.process / idle_s)
+    idle = (worker.cpu_seconds() - idle_cpu) / (time.monotonic() - idle_began)
     return FiringAlone(cpu.busy_per(count, idle, spent), idle)
+
+
+def _arm(
+    ctx: Context,
+    worker: BenchWorker,
+    topics: Topics,
+    records: list[Generated],
+    customers: set[bytes],
+    *,
+    timeout: float,
+) -> None:
+    """Publish reminders (their customers noted in ``customers``) and wait until the
+    worker has consumed them all: their timers are then set."""
+    count = len(records)
+    customers.update(r.key for r in records)
+    base = worker.consumed()
+    publish_burst(ctx.bootstrap, topics.touchpoints, records)
+    del records  # a million of them: not held while the worker consumes
+    wait_consumed(
+        worker, count, baseline=base, progress=ctx.progress, label="arming", timeout=timeout
+    )
+
+
+def _sleep_until(at_ms: int) -> float:
+    """Sleep until ``at_ms`` (epoch ms); the seconds it had already passed, else 0."""
+    delay = at_ms / 1000 - time.time()
+    if delay > 0:
+        time.sleep(delay)
+        return 0.0
+    return -delay
 
 
 def _recover(ctx: Context, topics: Topics, customers: int) -> Figures:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,16 @@ class Cpu:
     def __sub__(self, other: Cpu) -> Cpu:
         return Cpu(self.main - other.main, self.process - other.process)
 
+    def __truediv__(self, seconds: float) -> Cpu:
+        """CPU seconds over ``seconds`` of wall time: cores."""
+        return Cpu(self.main / seconds, self.process / seconds)
+
+    @staticmethod
+    def mean(values: Sequence[Cpu]) -> Cpu:
+        return Cpu(
+            sum(v.main for v in values) / len(values), sum(v.process for v in values) / len(values)
+        )
+
     def busy_per(self, events: int, idle: Cpu, seconds: float) -> Cpu:
         """Per event, above the worker's ``idle`` use (cores) over ``seconds``."""
         return Cpu(
@@ -65,6 +75,10 @@ class MachineCpu:
 
     def __sub__(self, other: MachineCpu) -> MachineCpu:
         return MachineCpu(self.busy - other.busy, self.steal - other.steal)
+
+    def __truediv__(self, seconds: float) -> MachineCpu:
+        """CPU seconds over ``seconds`` of wall time: cores."""
+        return MachineCpu(self.busy / seconds, self.steal / seconds)
 
 
 def machine_cpu() -> MachineCpu:
