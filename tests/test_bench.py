@@ -211,6 +211,9 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
         assert run["process_cores"] <= run["machine_busy_cores"] * 1.01 + 0.01
         assert run["machine_busy_cores"] <= os.cpu_count() * 1.01 + 0.01
         assert run["machine_steal_cores"] >= 0
+        # The worker's collector is settled (worker/collector.py): with the
+        # interpreter's thresholds a full collection ran about once a second.
+        assert run["gc_collections"]["2"] == 0, run["gc_collections"]
     assert results["core"]["journeys"] == 50
     assert results["core"]["cycles_left"] == 0  # why the collector may pause while timed
     core = results["core"]
@@ -223,6 +226,8 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     assert set(share) == set(WORKER_PHASES) == {"receive", "decide", "wait"}
     assert share["decide"] > 0 and all(0 <= v <= 1 for v in share.values())
     assert sum(share.values()) == pytest.approx(1.0)
+    collections = results["throughput"]["gc_collections"]
+    assert set(collections) == {"0", "1", "2"} and collections["2"] == 0, collections
     assert results["throughput"]["actions_emitted"] >= results["throughput"]["actions_expected"]
     labels = [r.label(results).strip() for r in report.ROWS]
     assert [v["figure"] for v in results["verdicts"]] == labels

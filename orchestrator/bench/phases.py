@@ -158,6 +158,7 @@ def throughput_and_latency(ctx: Context) -> tuple[Figures, Figures, Figures]:
             "cold_start_seconds": run.first_at - worker.started,
             "journeys_live": total(samples, "rota_journeys_live"),
             "time_share": run.time_share,
+            "gc_collections": run.collections,
         }
         progress(
             f"  rota worker: {run.rate:,.0f} touchpoints/s, {emitted:,.0f} actions "
@@ -502,6 +503,8 @@ class Ingestion:
     seconds: float
     #: The worker's batch loop: receive / decide / wait shares while it ingested.
     time_share: dict[str, float]
+    #: The worker's garbage collections by generation while it ingested.
+    collections: dict[str, int]
 
     @property
     def cores(self) -> Cpu:
@@ -524,6 +527,7 @@ class Ingestion:
             "events_per_second": self.rate,
             "seconds": self.seconds,
             "time_share": self.time_share,
+            "gc_collections": self.collections,
             "main_thread_cores": cores.main,
             "process_cores": cores.process,
             "machine_busy_cores": machine.busy,
@@ -561,6 +565,7 @@ def _ingest(
         machine_cpu() - machine,
         time.monotonic() - began,
         run.time_share,
+        run.collections,
     )
 
 

@@ -145,13 +145,16 @@ class BenchWorker:
     def consumed(self) -> float:
         return total(self.samples(), "rota_events_consumed_total")
 
-    def phase_seconds(self) -> dict[str, float]:
-        """``rota_worker_seconds`` by phase: where the worker's time went so far."""
-        out: dict[str, float] = {}
+    def counters(self) -> Counters:
+        """What the worker counted so far, from one scrape of ``/metrics``."""
+        phases: dict[str, float] = {}
+        collections: dict[str, float] = {}
         for (sample, labels), value in self.samples().items():
             if sample == "rota_worker_seconds_total":
-                out[dict(labels)["phase"]] = value
-        return out
+                phases[dict(labels)["phase"]] = value
+            elif sample == "python_gc_collections_total":
+                collections[dict(labels)["generation"]] = value
+        return Counters(phases, collections)
 
     def rss_bytes(self) -> int:
         """Resident set size, from /proc (Linux)."""
@@ -185,6 +188,14 @@ class BenchWorker:
 
 
 @dataclass(frozen=True)
+class Counters:
+    #: ``rota_worker_seconds`` by phase: where the worker's batch loop spent its time.
+    phases: dict[str, float]
+    #: ``python_gc_collections_total`` by generation ("0", "1", "2"; "2" is a full one).
+    collections: dict[str, float]
+
+
+@dataclass(frozen=True)
 class Consumption:
     """When a worker consumed a known number of events: first seen to all seen."""
 
@@ -193,9 +204,9 @@ class Consumption:
     last_at: float
     last_count: float
     started_at: float
-    #: ``BenchWorker.phase_seconds`` at the first and the last sample.
-    phases_at_first: dict[str, float]
-    phases_at_last: dict[str, float]
+    #: ``BenchWorker.counters`` at the first and the last sample.
+    at_first: Counters
+    at_last: Counters
 
     @property
     def rate(self) -> float:
@@ -209,10 +220,16 @@ class Consumption:
     @property
     def time_share(self) -> dict[str, float]:
         """Each phase's share of the worker's batch loop while it consumed."""
-        after, before = self.phases_at_last, self.phases_at_first
+        after, before = self.at_last.phases, self.at_first.phases
         spent = {phase: after[phase] - before.get(phase, 0.0) for phase in after}
         whole = sum(spent.values())
         return {phase: t / whole for phase, t in spent.items()} if whole > 0 else {}
+
+    @property
+    def collections(self) -> dict[str, int]:
+        """The garbage collector's runs by generation while the worker consumed."""
+        after, before = self.at_last.collections, self.at_first.collections
+        return {gen: round(n - before.get(gen, 0.0)) for gen, n in sorted(after.items())}
 
 
 def wait_consumed(
@@ -239,7 +256,7 @@ def wait_consumed(
     started = time.monotonic()
     deadline = started + timeout
     first: tuple[float, float] | None = None
-    phases: dict[str, float] = {}
+    counted: Counters | None = None
     last_report = started
     pause = interval
     while True:
@@ -247,14 +264,12 @@ def wait_consumed(
         done = worker.consumed() - baseline
         if first is None and done > 0:
             first = (now, done)
-            phases = worker.phase_seconds()
+            counted = worker.counters()
         if first is not None and done > first[1] and now > first[0]:
             rate = (done - first[1]) / (now - first[0])
             pause = min(SLOW_POLL, max(interval, (target - done) / rate / 4))
-        if done >= target and first is not None:
-            return Consumption(
-                first[0], first[1], now, done, started, phases, worker.phase_seconds()
-            )
+        if done >= target and first is not None and counted is not None:
+            return Consumption(first[0], first[1], now, done, started, counted, worker.counters())
         if now > deadline:
             worker.check_alive()
             raise WorkerFailed(

@@ -16,6 +16,7 @@ from orchestrator.journey.problems import JourneyValidationError
 from orchestrator.records import CHANNELS
 from orchestrator.settings import Settings
 from orchestrator.topics import ensure_topics
+from orchestrator.worker import collector
 from orchestrator.worker.app import create_app
 from orchestrator.worker.process import Processor
 
@@ -73,6 +74,11 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
         logging.root.setLevel(level)
         for name in ("aiokafka", "faust", "mode"):
             logging.getLogger(name).setLevel(level)
+
+    @app.task
+    async def settle_collector() -> None:
+        frozen = collector.settle()
+        log.info("garbage collector settled: %d objects frozen", frozen)
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()  # exits the process when the worker stops
