@@ -196,11 +196,13 @@ def test_quick_bench_reports_every_figure_sanely(kafka, tmp_path: Path):
     assert timers["ingestion_slowdown"] == pytest.approx(statistics.median(slowdowns))
     assert timers["ingestion_idle_eps"] == pytest.approx(sum(idle) / len(idle))
     assert timers["ingestion_firing_eps"] == pytest.approx(sum(firing) / passes)
-    # Every ingestion in order - idle, firing, idle, ... - with its shares and cores.
+    # Every ingestion in order - the warm-up, then idle, firing, idle, ... - with its
+    # shares and cores.
     runs = timers["ingestions"]
-    assert [r["kind"] for r in runs] == ["idle", "firing"] * passes + ["idle"]
-    assert [r["events_per_second"] for r in runs[::2]] == idle
-    assert [r["events_per_second"] for r in runs[1::2]] == firing
+    assert [r["kind"] for r in runs] == ["warm-up"] + ["idle", "firing"] * passes + ["idle"]
+    assert runs[0]["events_per_second"] > 0
+    assert [r["events_per_second"] for r in runs[1::2]] == idle
+    assert [r["events_per_second"] for r in runs[2::2]] == firing
     for run in runs:
         share = run["time_share"]
         assert set(share) == {"receive", "decide", "wait"}, share
