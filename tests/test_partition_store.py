@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from faust.stores.rocksdb import Store
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -116,7 +117,7 @@ def test_another_database_for_the_partition_starts_without_a_floor(tmp_path: Pat
 
 
 #: Where Faust records the changelog offset a partition's database holds.
-FAUST_OFFSET_KEY = b"__faust\0offset__"
+FAUST_OFFSET_KEY: bytes = Store.offset_key
 
 
 def test_recording_the_changelog_offset_keeps_the_floor(tmp_path: Path):

@@ -7,8 +7,8 @@ enough to reach the oldest generation, so a full collection ran about once a sec
 each walking the ~150,000 objects that live as long as the process (modules, classes,
 Faust's app and consumer) - to find nothing: the worker's data makes no reference cycles
 (over two minutes of arming 300,000 timers and ingesting 300,000 touchpoints the
-collector ran 13,731 times, 97 of them full, and freed not one object beyond the 3,535
-its start left). So once the worker is up its objects are moved where the collector
+collector ran 13,731 times, 97 of them full, and freed no object after the 3,535 of the
+worker's start). So once the worker is up its objects are moved where the collector
 never looks (``gc.freeze``), and collections run rarer: the young generation after
 20,000 net allocations instead of 700. Timed the same way: 0.02-0.05 s per ingestion
 (0.4-0.7 %). Reference counting still frees everything acyclic at once; a cycle made
