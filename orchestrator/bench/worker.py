@@ -8,8 +8,9 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Self
 
 from orchestrator.broker import free_port
 from orchestrator.processes import spawn, tail, terminate
@@ -37,24 +38,32 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True)
-class Cpu:
+class _Seconds:
+    """CPU seconds, field by field: two readings' difference, a reading over wall
+    seconds (cores), the mean of several."""
+
+    def _values(self) -> list[float]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def __sub__(self, other: Self) -> Self:
+        return type(self)(*(a - b for a, b in zip(self._values(), other._values(), strict=True)))
+
+    def __truediv__(self, seconds: float) -> Self:
+        """CPU seconds over ``seconds`` of wall time: cores."""
+        return type(self)(*(a / seconds for a in self._values()))
+
+    @classmethod
+    def mean(cls, values: Sequence[Self]) -> Self:
+        columns = zip(*(v._values() for v in values), strict=True)
+        return cls(*(sum(column) / len(values) for column in columns))
+
+
+@dataclass(frozen=True)
+class Cpu(_Seconds):
     """CPU seconds (or cores) of the worker's main thread and of its whole process."""
 
     main: float
     process: float
-
-    def __sub__(self, other: Cpu) -> Cpu:
-        return Cpu(self.main - other.main, self.process - other.process)
-
-    def __truediv__(self, seconds: float) -> Cpu:
-        """CPU seconds over ``seconds`` of wall time: cores."""
-        return Cpu(self.main / seconds, self.process / seconds)
-
-    @staticmethod
-    def mean(values: Sequence[Cpu]) -> Cpu:
-        return Cpu(
-            sum(v.main for v in values) / len(values), sum(v.process for v in values) / len(values)
-        )
 
     def busy_per(self, events: int, idle: Cpu, seconds: float) -> Cpu:
         """Per event, above the worker's ``idle`` use (cores) over ``seconds``."""
@@ -65,20 +74,13 @@ class Cpu:
 
 
 @dataclass(frozen=True)
-class MachineCpu:
+class MachineCpu(_Seconds):
     """CPU seconds of the whole machine (every process, the broker's too): busy, and
     stolen by the hypervisor - time the VM wanted a core and its host gave it to
     another guest."""
 
     busy: float
     steal: float
-
-    def __sub__(self, other: MachineCpu) -> MachineCpu:
-        return MachineCpu(self.busy - other.busy, self.steal - other.steal)
-
-    def __truediv__(self, seconds: float) -> MachineCpu:
-        """CPU seconds over ``seconds`` of wall time: cores."""
-        return MachineCpu(self.busy / seconds, self.steal / seconds)
 
 
 def machine_cpu() -> MachineCpu:
