@@ -110,14 +110,15 @@ class ScanFloors:
 
     @contextmanager
     def kept(self, partition: int, db: Any) -> Iterator[None]:
-        """Around a write of this worker's to ``db`` that sets no index entry: the floor
-        stays. Faust's record of the changelog offset the database holds is one (its
-        key, ``__faust<NUL>offset__``, sorts after every index entry): written after each
-        batch whose timer changelog records Kafka acknowledged, it used to invalidate
-        the floor, so the partition's next scan started from the first key and stepped
-        over every fired entry's tombstone again - 0.17-0.29 ms per scan on average
-        once 10,000-20,000 timers had fired, a scan per partition per batch, growing
-        for as long as timers fire."""
+        """Around a write of this worker's to ``db`` that sets no index entry below the
+        floor: the floor stays. The removal of fired entries is one; Faust's record of
+        the changelog offset the database holds is another (its key,
+        ``__faust<NUL>offset__``, sorts after every index entry). Written after each
+        batch whose timer changelog records Kafka acknowledged, that record used to
+        invalidate the floor, so the partition's next scan started from the first key
+        and stepped over every fired entry's tombstone again - 0.17-0.29 ms per scan on
+        average once 10,000-20,000 timers had fired, a scan per partition per batch,
+        growing for as long as timers fire."""
         floor = self.get(partition, db)
         yield
         if floor is not None:
@@ -178,10 +179,8 @@ class PartitionStore:
 
     def write(self, states: Sequence[tuple[str, bytes | None]], fired: Iterable[bytes]) -> None:
         self._customers.write((customer.encode(), value) for customer, value in states)
-        floor = self._floor()
-        self._timers.write((index_key, None) for index_key in fired)
-        if floor is not None:
-            self._set_floor(floor)  # a deletion never lowers it
+        with self._floors.kept(self._timers.partition, self._timers.db):
+            self._timers.write((index_key, None) for index_key in fired)  # never lowers it
 
     def due_timers(self, now: int, limit: int) -> list[bytes]:
         """The first ``limit`` entries due by ``now``, in due order. The caller fires
