@@ -29,6 +29,7 @@ from msgspec.structs import replace
 
 from orchestrator.core import bandit, ids
 from orchestrator.core.decision import FunnelEvent, Timer, TimerFired
+from orchestrator.core.event_variable import event_variable
 from orchestrator.core.localtime import next_local_time, trait_time
 from orchestrator.core.policy import MARKETING, judge, record_send
 from orchestrator.core.profile import (
@@ -67,7 +68,6 @@ from orchestrator.records import NextBestAction, Scalar, Touchpoint, iso
 #: A journey that passes this many steps without waiting in one decision is stopped.
 #: Validation rejects loops without a wait, so this only guards against bugs.
 MAX_STEPS = 100
-TIMER_EVENT = "$timer"
 _HOUR = 3_600_000
 #: Per channel, the traits an action's payload carries (``_Run._payload``).
 _TRAITS_SENT: Mapping[str, tuple[str, ...]] = {
@@ -190,7 +190,7 @@ class _Run:
         self.cancelled: list[str] = []
         self.funnel: list[FunnelEvent] = []
         self.trace: list[str] | None = [] if trace else None
-        self._event_cel: dict[str, Any] | None = None
+        self._event_cel: Mapping[str, Any] | None = None
         self._profile_cel: dict[str, Any] | None = None
         self.trigger_id = event.event_id if isinstance(event, Touchpoint) else None
 
@@ -637,32 +637,9 @@ class _Run:
 
         return value
 
-    def _event_value(self) -> dict[str, Any]:
+    def _event_value(self) -> Mapping[str, Any]:
         if self._event_cel is None:
-            ev = self.event
-            if isinstance(ev, Touchpoint):
-                out: dict[str, Any] = {
-                    "event_id": ev.event_id, "name": ev.name, "type": ev.type,
-                    "channel": ev.channel, "occurred_at": ev.occurred_at,
-                    "properties": ev.properties, "traits": ev.traits,
-                    "context": ev.context.present(),
-                }  # fmt: skip
-                for key in ("action_id", "source", "anonymous_id", "customer_id"):
-                    if getattr(ev, key) is not None:
-                        out[key] = getattr(ev, key)
-            else:
-                out = {
-                    "name": TIMER_EVENT,
-                    "type": "timer",
-                    "channel": "",
-                    "timer_id": ev.timer_id,
-                    "due_at": ev.due_at,
-                    "occurred_at": ev.now,
-                    "properties": {},
-                    "traits": {},
-                    "context": {},
-                }
-            self._event_cel = out
+            self._event_cel = event_variable(self.event)
         return self._event_cel
 
     def _who(self, plan: JourneyPlan, inst: Instance | None) -> str:

@@ -9,12 +9,19 @@ one variable per field path (``Condition.flat``). A missing key is not an error 
 projection: the expression then sees the key absent, exactly as it would on the whole
 value (``has(event.properties.coupon)`` stays false).
 
+The commonest condition compares one field with a literal (``event.properties.value >=
+0.0``, ``profile.traits.country == "FR"``). Where CEL's answer for the value found is
+certain - same kinds, no conversion that could lose digits, no error - it is computed in
+Python (``Comparison``), ~0.2 us instead of the binding's ~1.5 us; any other value runs
+CEL.
+
 Evaluation never raises: a condition that fails at run time (a missing key, a type
 mismatch) is *false*, and the error text is returned for traces.
 """
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +53,21 @@ _TOKEN = re.compile(
     re.S,
 )
 
+#: ``_p0 <op> <literal>``: a flattened condition that compares one field path with a
+#: number (no ``u`` suffix, no hex), a string without escapes, or a boolean.
+_COMPARISON = re.compile(
+    r"\s*_p0\s*(?P<op>==|!=|<=|>=|<|>)\s*(?:"
+    r"(?P<num>-?\d+(?P<frac>\.\d+)?(?P<exp>[eE][-+]?\d+)?)"
+    r"|\"(?P<dq>[^\"\\\n\r]*)\"|'(?P<sq>[^'\\\n\r]*)'|(?P<bool>true|false))\s*"
+)
+_OPERATORS: Mapping[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt,
+    "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}  # fmt: skip
+#: CEL compares an int with a double by converting the int: exact up to 2**53.
+_EXACT = 2**53
+_INT64 = 2**63
+
 #: A projection tree: key -> subtree, or None for "the whole value".
 Tree = dict[str, "Tree | None"]
 
@@ -64,6 +86,57 @@ Path = tuple[str, str, tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
+class Comparison:
+    """``<field path> <op> <literal>`` (the path is ``_p0`` of the flattened program),
+    answered in Python where that gives CEL's answer for certain: a number with a number
+    (an int within int64, compared with a double only up to 2**53, where CEL's
+    conversion is exact; NaN only for equality - ordering it is CEL's error), an ASCII
+    string with a string, a boolean with a boolean. Anything else - another type, a
+    string CEL might refuse (a lone surrogate) - gets ``None``: run CEL."""
+
+    op: Callable[[Any, Any], bool]
+    literal: bool | int | float | str
+    ordering: bool
+
+    def result(self, value: Any) -> bool | None:
+        lit = self.literal
+        kind = type(value)
+        if kind is int:
+            certain = -_INT64 <= value < _INT64 and (
+                type(lit) is int or (type(lit) is float and -_EXACT <= value <= _EXACT)
+            )
+        elif kind is float:
+            certain = (type(lit) is float or (type(lit) is int and -_EXACT <= lit <= _EXACT)) and (
+                value == value or not self.ordering
+            )
+        elif kind is str:
+            certain = type(lit) is str and value.isascii()
+        else:
+            certain = kind is bool and type(lit) is bool
+        return self.op(value, lit) if certain else None
+
+
+def _comparison(flat_source: str) -> Comparison | None:
+    m = _COMPARISON.fullmatch(flat_source)
+    if m is None:
+        return None
+    literal: bool | int | float | str
+    if m["num"] is not None:
+        if m["frac"] is None and m["exp"] is None:
+            literal = int(m["num"])
+            if not -_INT64 <= literal < _INT64:
+                return None
+        else:
+            literal = float(m["num"])
+    elif m["bool"] is not None:
+        literal = m["bool"] == "true"
+    else:
+        literal = m["dq"] if m["dq"] is not None else m["sq"]
+    op = m["op"]
+    return Comparison(_OPERATORS[op], literal, op not in ("==", "!="))
+
+
+@dataclass(frozen=True, slots=True)
 class Condition:
     """A compiled CEL expression and the parts of its variables it reads.
 
@@ -72,16 +145,24 @@ class Condition:
     indexes or optional selections; ``None`` otherwise. It is run whenever every path
     leads to a value, and gives what ``program`` gives then: selecting a key of a map
     is all a path does. A path that does not resolve runs ``program`` on the
-    projection instead, so a missing key fails exactly as it always did."""
+    projection instead, so a missing key fails exactly as it always did. ``comparison``
+    answers ``flat`` in Python when it compares its one path with a literal, for the
+    values where that is certain to agree with CEL."""
 
     source: str
     program: Any = field(repr=False, compare=False)
     reads: Mapping[str, Tree | None] = field(repr=False, compare=False)
     flat: Any = field(default=None, repr=False, compare=False)
     paths: tuple[Path, ...] = field(default=(), repr=False, compare=False)
+    comparison: Comparison | None = field(default=None, repr=False, compare=False)
 
     def evaluate(self, variables: Callable[[str], Any]) -> tuple[bool, str | None]:
         """``(result, error)``; ``variables(name)`` gives the whole value of a variable."""
+        if self.comparison is not None:  # its one path, read without an activation
+            value = _resolved(variables, self.paths[0])
+            result = None if value is _MISSING else self.comparison.result(value)
+            if result is not None:
+                return result, None
         program = self.flat
         activation = self._flat_activation(variables) if program is not None else None
         if activation is None:
@@ -100,14 +181,28 @@ class Condition:
 
     def _flat_activation(self, variables: Callable[[str], Any]) -> dict[str, Any] | None:
         activation = {name: variables(name) for name, tree in self.reads.items() if tree is None}
-        for name, root, keys in self.paths:
-            value = variables(root)
-            for key in keys:
-                if not isinstance(value, Mapping) or key not in value:
-                    return None
-                value = value[key]
-            activation[name] = value
+        for path in self.paths:
+            value = _resolved(variables, path)
+            if value is _MISSING:
+                return None
+            activation[path[0]] = value
         return activation
+
+
+_MISSING: Any = object()
+
+
+def _resolved(variables: Callable[[str], Any], path: Path) -> Any:
+    """The value at the end of ``path``, or ``_MISSING`` where a key is absent."""
+    _, root, keys = path
+    value = variables(root)
+    for key in keys:
+        if type(value) is not dict and not isinstance(value, Mapping):
+            return _MISSING
+        value = value.get(key, _MISSING)
+        if value is _MISSING:
+            return value
+    return value
 
 
 def compile_condition(source: str, allowed: Collection[str] = VARIABLES) -> Condition:
@@ -145,7 +240,8 @@ def compile_condition(source: str, allowed: Collection[str] = VARIABLES) -> Cond
     for name in sorted(set(program.variables()) & set(allowed)):
         reads[name] = _reads(source, name)
     flat, paths = _flattened(source, reads)
-    return Condition(source, program, reads, flat, paths)
+    comparison = _comparison(flat.source) if flat is not None else None
+    return Condition(source, program, reads, flat, paths, comparison)
 
 
 def _flattened(source: str, reads: Mapping[str, Tree | None]) -> tuple[Any, tuple[Path, ...]]:
