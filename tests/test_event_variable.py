@@ -73,6 +73,7 @@ def test_conditions_read_the_view_as_they_read_the_dict(tp):
         "has(event.context.locale)",
         "size(event.traits) > 0",
         "event.source != null",
+        "'source' in event && size(event) > 8",  # read whole
     ):
         cond = compile_condition(source)
         view = event_variable(tp)

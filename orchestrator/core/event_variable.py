@@ -1,4 +1,4 @@
-"""The ``event`` variable of journey conditions (journeys/README.md, "Conditions").
+"""The ``event`` variable of journey conditions (journeys/README.md, "Conditions (CEL)").
 
 A condition reads one or two fields of it (``event.properties.value``,
 ``event.channel``), so a touchpoint's fields are looked up as they are read
