@@ -158,13 +158,16 @@ class Condition:
 
     def evaluate(self, variables: Callable[[str], Any]) -> tuple[bool, str | None]:
         """``(result, error)``; ``variables(name)`` gives the whole value of a variable."""
-        if self.comparison is not None:  # its one path, read without an activation
+        program, activation = self.flat, None
+        if self.comparison is not None:  # its one path, read once
             value = _resolved(variables, self.paths[0])
-            result = None if value is _MISSING else self.comparison.result(value)
-            if result is not None:
-                return result, None
-        program = self.flat
-        activation = self._flat_activation(variables) if program is not None else None
+            if value is not _MISSING:
+                result = self.comparison.result(value)
+                if result is not None:
+                    return result, None
+                activation = {self.paths[0][0]: value}
+        elif program is not None:
+            activation = self._flat_activation(variables)
         if activation is None:
             program = self.program
             activation = {
