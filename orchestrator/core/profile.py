@@ -48,14 +48,19 @@ def fold(profile: Profile, tp: Touchpoint) -> Profile:
     at = tp.occurred_at
     name = tp.name
     p = profile
+    # A changed map is copied and then set: ``{**m, k: v}`` builds and merges a second
+    # map, ~80 ns dearer each (timeit), and this runs for every event.
     counts = dict(p.counts)
     counts[name] = counts.get(name, 0) + 1
     last_at = p.last_at
     if at > last_at.get(name, -1):
-        last_at = {**last_at, name: at}
+        last_at = dict(last_at)
+        last_at[name] = at
+    via = tp.channel
     last_seen = p.last_seen
-    if at > last_seen.get(tp.channel, -1):
-        last_seen = {**last_seen, tp.channel: at}
+    if at > last_seen.get(via, -1):
+        last_seen = dict(last_seen)
+        last_seen[via] = at
     first_seen = at if p.first_seen_at is None or at < p.first_seen_at else p.first_seen_at
     last_event = at if p.last_event_at is None or at > p.last_event_at else p.last_event_at
     traits = p.traits
@@ -107,10 +112,11 @@ def fold(profile: Profile, tp: Touchpoint) -> Profile:
                 consent = {**consent, channel: (status, tp.source or "traits", at)}
     engagement = p.engagement
     if tp.type in ENGAGEMENT_TYPES:
-        score, since = engagement.get(tp.channel, (0.0, at))
+        score, since = engagement.get(via, (0.0, at))
         if at > since:  # ``decayed`` inlined: most events are engagement
             score, since = score * 0.5 ** ((at - since) / ENGAGEMENT_HALF_LIFE), at
-        engagement = {**engagement, tp.channel: (score + 1.0, since)}
+        engagement = dict(engagement)
+        engagement[via] = (score + 1.0, since)
     locale = tp.context.locale or p.locale
     trait_locale = traits.get("locale")
     if isinstance(trait_locale, str) and trait_locale:
