@@ -414,7 +414,12 @@ class _Batch:
         self.catalog = catalog
         self._previous = previous
         self._states: dict[str, CustomerState | None] = {}
-        self._dirty: set[str] = set()
+        #: The changed states, encoded when set: their objects are still in the CPU's
+        #: caches then, and not by the time the batch is written, after the next batch
+        #: was decided (over the benchmark's 100k customers a state's encoding took 4.5-6
+        #: us per touchpoint when set and 6.7-10 us when written; a customer changed
+        #: twice in a batch is encoded twice).
+        self._encoded: dict[str, bytes] = {}
         #: Timer index entries fired in this batch, removed with the state changes.
         self.fired: set[bytes] = set()
         #: Visitors merged into a customer in this batch: anon key -> customer.
@@ -447,7 +452,7 @@ class _Batch:
         if self._states.get(customer) is state:
             return
         self._states[customer] = state
-        self._dirty.add(customer)
+        self._encoded[customer] = state.to_bytes()
 
     def set_timer(self, timer: Timer) -> None:
         key = timers.index_key(timer)
@@ -470,9 +475,9 @@ class _Batch:
         hash only, that they were forgotten. Their pending timer index entries stay
         until due and then fire as no-ops: the state they would act on is gone."""
         self._states[customer] = None
-        self._dirty.discard(customer)
+        self._encoded.pop(customer, None)
         if self._previous is not None:  # its write would bring the customer back
-            self._previous._dirty.discard(customer)
+            self._previous._encoded.pop(customer, None)
         self.backend.delete_state(customer)
         self.backend.put_state(forgotten_key(customer), b"1")
 
@@ -509,7 +514,7 @@ class _Batch:
         Kafka, never before."""
         state = self.state(anon)
         self._states[anon] = None
-        self._dirty.discard(anon)
+        self._encoded.pop(anon, None)
         self._moved[anon] = into
         return state
 
@@ -517,13 +522,8 @@ class _Batch:
         return self.backend.get_state(forgotten_key(customer)) is not None
 
     def flush(self) -> None:
-        states = self._states
-        changes: list[tuple[str, bytes | None]] = [
-            (customer, state.to_bytes())
-            for customer in self._dirty
-            if (state := states[customer]) is not None
-        ]
-        self._dirty.clear()
+        changes: list[tuple[str, bytes | None]] = list(self._encoded.items())
+        self._encoded.clear()
         if self._bandits_dirty and self._bandits is not None:
             changes.append((BANDITS_KEY, orjson.dumps(self._bandits)))
             self._bandits_dirty = False
