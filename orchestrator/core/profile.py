@@ -95,7 +95,7 @@ def fold(profile: Profile, tp: Touchpoint) -> Profile:
                 else:
                     effort = score
         else:  # a consent event
-            channel = str(props.get("channel") or tp.channel)
+            channel = str(props.get("channel") or via)
             subs = set(unsubscribed)
             if name in UNSUBSCRIBE_EVENTS:
                 subs.add(channel)
@@ -103,13 +103,15 @@ def fold(profile: Profile, tp: Touchpoint) -> Profile:
                 subs.discard(channel)
             unsubscribed = tuple(sorted(subs))
             status = "unsubscribed" if name in UNSUBSCRIBE_EVENTS else "subscribed"
-            consent = {**consent, channel: (status, tp.source or tp.channel, at)}
+            consent = dict(consent)
+            consent[channel] = (status, tp.source or via, at)
     if tp.traits:
         for trait, value in tp.traits.items():
             if trait.endswith("_consent") and isinstance(value, bool):
                 status = "subscribed" if value else "unsubscribed"
                 channel = trait.removesuffix("_consent")
-                consent = {**consent, channel: (status, tp.source or "traits", at)}
+                consent = dict(consent)
+                consent[channel] = (status, tp.source or "traits", at)
     engagement = p.engagement
     if tp.type in ENGAGEMENT_TYPES:
         score, since = engagement.get(via, (0.0, at))
